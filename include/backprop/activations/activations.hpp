@@ -1,0 +1,159 @@
+/// \file
+/// \brief Built-in activations: Sigmoid, Tanh, ReLU, LeakyReLU, Softmax, Identity,
+/// and the dispatch that lifts element-wise user activations to matrices.
+///
+/// Each activation maps z (one column per sample) to a = sigma(z) and back-
+/// propagates d = J^T g. All are numerically stable for any finite z.
+#pragma once
+
+#include <Eigen/Core>
+#include <limits>
+#include <ratio>
+#include <string_view>
+#include <type_traits>
+
+#include "../concepts.hpp"
+
+namespace backprop {
+
+namespace detail {
+template <class D>
+D& writable(const Eigen::MatrixBase<D>& m) {
+  return const_cast<D&>(m.derived());
+}
+}  // namespace detail
+
+/// \brief Logistic sigmoid, a = 1 / (1 + e^-z); sigma' = a (1 - a).
+///
+/// z is clamped below at -80 (float) / -700 (double) so e^-z never overflows;
+/// the result there is below 2e-35 either way.
+struct Sigmoid {
+  static constexpr std::string_view name = "sigmoid";
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+    using S = typename Z::Scalar;
+    constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
+    detail::writable(a) = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    using S = typename Z::Scalar;
+    detail::writable(d) = (g.array() * a.array() * (S(1) - a.array())).matrix();
+  }
+};
+
+/// \brief Hyperbolic tangent, a = tanh z; sigma' = 1 - a^2.
+struct Tanh {
+  static constexpr std::string_view name = "tanh";
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+    detail::writable(a) = z.array().tanh().matrix();
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    using S = typename Z::Scalar;
+    detail::writable(d) = (g.array() * (S(1) - a.array().square())).matrix();
+  }
+};
+
+/// \brief Rectified linear unit, a = max(z, 0); sigma' = 1 for z > 0, else 0.
+struct ReLU {
+  static constexpr std::string_view name = "relu";
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+    using S = typename Z::Scalar;
+    detail::writable(a) = z.array().max(S(0)).matrix();
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    using S = typename Z::Scalar;
+    detail::writable(d) = (z.array() > S(0)).select(g.array(), S(0)).matrix();
+  }
+};
+
+/// \brief Leaky ReLU with slope `Slope` (a std::ratio) for z <= 0:
+/// a = z for z > 0, else slope * z.
+template <class Slope = std::ratio<1, 100>>
+struct BasicLeakyReLU {
+  static constexpr std::string_view name = "leaky_relu";
+  static constexpr double slope = double(Slope::num) / double(Slope::den);
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+    using S = typename Z::Scalar;
+    detail::writable(a) = (z.array() > S(0)).select(z.array(), S(slope) * z.array()).matrix();
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    using S = typename Z::Scalar;
+    detail::writable(d) = (z.array() > S(0)).select(g.array(), S(slope) * g.array()).matrix();
+  }
+};
+
+/// \brief Leaky ReLU with slope 0.01.
+using LeakyReLU = BasicLeakyReLU<>;
+
+/// \brief Identity (linear output), a = z.
+struct Identity {
+  static constexpr std::string_view name = "identity";
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+    detail::writable(a) = z;
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>&,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    detail::writable(d) = g;
+  }
+};
+
+/// \brief Softmax over each column, a_j = e^{z_j - max z} / sum_k e^{z_k - max z}.
+/// Backward: d = a (.) (g - sum(g (.) a)), the Jacobian-vector product.
+struct Softmax {
+  static constexpr std::string_view name = "softmax";
+  template <class Z, class A>
+  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a_) {
+    auto& a = detail::writable(a_);
+    a = (z.rowwise() - z.colwise().maxCoeff()).array().exp().matrix();
+    a.array().rowwise() /= a.colwise().sum().array();
+  }
+  template <class Z, class A, class G, class D>
+  static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
+                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+    const auto s = g.cwiseProduct(a).colwise().sum().eval();
+    detail::writable(d) = a.cwiseProduct(g.rowwise() - s);
+  }
+};
+
+namespace detail {
+
+/// a = sigma(z) for any Activation.
+template <class Act, class Z, class A>
+void activation_forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+  if constexpr (MatrixActivation<Act>) {
+    Act::forward(z, a);
+  } else {
+    using S = typename Z::Scalar;
+    writable(a) = z.unaryExpr([](S v) { return static_cast<S>(Act::value(v)); });
+  }
+}
+
+/// d = J^T g for any Activation.
+template <class Act, class Z, class A, class G, class D>
+void activation_backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a,
+                         const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+  if constexpr (MatrixActivation<Act>) {
+    Act::backward(z, a, g, d);
+  } else {
+    using S = typename Z::Scalar;
+    writable(d) = g.cwiseProduct(
+        z.binaryExpr(a, [](S zv, S av) { return static_cast<S>(Act::derivative(zv, av)); }));
+  }
+}
+
+}  // namespace detail
+
+}  // namespace backprop

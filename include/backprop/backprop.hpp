@@ -1,0 +1,15 @@
+/// \file
+/// \brief The umbrella header: everything a user of backprop needs.
+#pragma once
+
+#include "activations/activations.hpp"
+#include "concepts.hpp"
+#include "costs/costs.hpp"
+#include "data/dataset.hpp"
+#include "errors.hpp"
+#include "init/initializers.hpp"
+#include "init/random.hpp"
+#include "layers/dense.hpp"
+#include "network.hpp"
+#include "training/options.hpp"
+#include "version.hpp"

@@ -1,0 +1,594 @@
+/// \file
+/// \brief `BasicNetwork<Scalar, Layers...>` and `Network<Layers...>`: feedforward,
+/// backprop, mini-batch SGD. Samples are columns, everywhere.
+///
+/// The algorithm is the classic one (Nielsen, network.py): for each layer
+/// z_l = W_l a_{l-1} + b_l and a_l = sigma(z_l); the output error is
+/// delta_L = grad_a C (.) sigma'(z_L) (or the cost's fused form); hidden errors are
+/// delta_l = (W_{l+1}^T delta_{l+1}) (.) sigma'(z_l); dC/db_l = delta_l and
+/// dC/dW_l = delta_l a_{l-1}^T. A mini-batch step is w -= eta/m * sum of gradients,
+/// computed for the whole batch at once with matrix products.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "activations/activations.hpp"
+#include "concepts.hpp"
+#include "costs/costs.hpp"
+#include "data/dataset.hpp"
+#include "errors.hpp"
+#include "init/initializers.hpp"
+#include "init/random.hpp"
+#include "layers/dense.hpp"
+#include "training/options.hpp"
+
+namespace backprop {
+
+namespace detail {
+
+/// Compile-time check of one link of the layer chain. Instantiated with the
+/// link's index and both sizes so they appear in the compiler's diagnostic.
+template <std::size_t LayerIndex, int PreviousOutputs, int LayerInputs>
+struct LayerSizesMustMatch {
+  static_assert(PreviousOutputs == LayerInputs,
+                "backprop::Network: layer sizes do not match: the outputs of layer "
+                "LayerIndex - 1 (PreviousOutputs) must equal the inputs of layer LayerIndex "
+                "(LayerInputs); see the template arguments of LayerSizesMustMatch below");
+  static constexpr bool value = true;
+};
+
+template <class Tuple, std::size_t... I>
+constexpr bool check_chain(std::index_sequence<I...>) {
+  return (LayerSizesMustMatch<I + 1, std::tuple_element_t<I, Tuple>::outputs,
+                              std::tuple_element_t<I + 1, Tuple>::inputs>::value &&
+          ... && true);
+}
+
+template <class T>
+struct LayerMustSatisfyLayerConcept {
+  static_assert(Layer<T>,
+                "backprop::Network<Layers...>: every layer must satisfy backprop::Layer "
+                "(e.g. backprop::Dense<In, Out, Activation>)");
+  static constexpr bool value = true;
+};
+
+template <std::size_t N, class F>
+constexpr void for_each_index(F&& f) {
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (f(std::integral_constant<std::size_t, I>{}), ...);
+  }
+  (std::make_index_sequence<N>{});
+}
+
+/// Fixed-size column vector for small sizes, dynamic otherwise.
+template <class Scalar, int Rows>
+using ColumnVector = Eigen::Matrix<Scalar, (Rows <= 64 ? Rows : Eigen::Dynamic), 1>;
+
+}  // namespace detail
+
+/// \brief A feed-forward network of `Layers...` computing in `Scalar`.
+/// \tparam Scalar `float` or `double`
+/// \tparam Layers layer descriptors, e.g. `Dense<784, 30, Sigmoid>`; adjacent sizes
+///         must match (checked at compile time)
+template <class Scalar_, class... Layers>
+class BasicNetwork {
+  static_assert(std::is_floating_point_v<Scalar_>,
+                "backprop::BasicNetwork<Scalar, ...>: Scalar must be float or double");
+  static_assert(sizeof...(Layers) > 0, "backprop::BasicNetwork needs at least one layer");
+  static_assert((detail::LayerMustSatisfyLayerConcept<Layers>::value && ...));
+  using LayerList = std::tuple<Layers...>;
+  static_assert(detail::check_chain<LayerList>(std::make_index_sequence<sizeof...(Layers) - 1>{}));
+
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static constexpr std::size_t num_layers = sizeof...(Layers);
+  /// \brief The descriptor of layer I (0-based).
+  template <std::size_t I>
+  using LayerDescriptor = std::tuple_element_t<I, LayerList>;
+  /// \brief The parameter object of layer I, returned by `layer<I>()`.
+  template <std::size_t I>
+  using LayerParameters = typename LayerDescriptor<I>::template Parameters<Scalar>;
+  static constexpr int inputs = LayerDescriptor<0>::inputs;
+  static constexpr int outputs = LayerDescriptor<num_layers - 1>::outputs;
+  using OutputActivation = typename LayerDescriptor<num_layers - 1>::activation;
+  /// Per-layer bias gradients, `std::get<I>` is Out x 1.
+  using BiasGradients = std::tuple<typename Layers::template Parameters<Scalar>::BiasVector...>;
+  /// Per-layer weight gradients, `std::get<I>` is Out x In.
+  using WeightGradients = std::tuple<typename Layers::template Parameters<Scalar>::WeightMatrix...>;
+  using Gradients = std::pair<BiasGradients, WeightGradients>;
+
+  /// \brief Initialises the parameters from `seed` with `init` (default: N(0,1)
+  /// weights and biases, as the seed network.py). Deterministic for a seed on
+  /// every platform (see `Rng`).
+  explicit BasicNetwork(std::uint64_t seed = 0, Init init = Init::normal) {
+    initialize(seed, init);
+  }
+
+  /// \brief Re-draws all parameters; also resets the shuffling generator to `seed`.
+  /// Biases of all layers are drawn first, then weights in row-major order.
+  void initialize(std::uint64_t seed, Init init = Init::normal) {
+    Rng rng(seed);
+    detail::for_each_index<num_layers>(
+        [&](auto i) { detail::init_biases(rng, layer<i>().biases(), init); });
+    detail::for_each_index<num_layers>(
+        [&](auto i) { detail::init_weights(rng, layer<i>().weights(), init); });
+    m_rng = rng;
+  }
+
+  /// \brief Parameters of layer I (0-based): `weights()` (Out x In), `biases()` (Out).
+  template <std::size_t I>
+  [[nodiscard]] LayerParameters<I>& layer() noexcept {
+    static_assert(I < num_layers, "backprop::Network::layer<I>: I is out of range");
+    return std::get<I>(m_layers);
+  }
+  template <std::size_t I>
+  [[nodiscard]] const LayerParameters<I>& layer() const noexcept {
+    static_assert(I < num_layers, "backprop::Network::layer<I>: I is out of range");
+    return std::get<I>(m_layers);
+  }
+
+  /// \brief The generator used to shuffle training data (seeded by the constructor).
+  [[nodiscard]] Rng& rng() noexcept { return m_rng; }
+
+  /// \brief Total number of trainable parameters.
+  [[nodiscard]] static constexpr long long parameter_count() noexcept {
+    return (((static_cast<long long>(Layers::inputs) + 1) * Layers::outputs) + ...);
+  }
+
+  /// \brief Output activations for one sample (column vector) or many (one
+  /// column each). Thread-safe: touches no shared state.
+  /// \param x `inputs` rows; a vector or a matrix expression.
+  /// \returns `outputs` rows, as many columns as `x`.
+  /// \throws ShapeError (a `std::invalid_argument`) if `x` has the wrong row count.
+  template <class Derived>
+  [[nodiscard]] auto feedforward(const Eigen::MatrixBase<Derived>& x) const {
+    check_scalar<Derived>();
+    check_rows("feedforward", "input", x.rows(), inputs, 0);
+    if constexpr (Derived::ColsAtCompileTime == 1) {
+      return forward_vector<0>(x.derived());
+    } else {
+      return forward_matrix<0>(x.derived());
+    }
+  }
+
+  /// \brief Gradient of the cost for one sample, exactly the seed's per-sample
+  /// algorithm. \returns `{nabla_b, nabla_w}`, `std::get<I>` of each per layer.
+  /// \tparam Cost the cost (default `QuadraticCost`, C = 1/2 ||a - y||^2)
+  /// \throws ShapeError if `x` or `y` has the wrong size
+  template <class Cost = QuadraticCost, class DX, class DY>
+  [[nodiscard]] Gradients backprop(const Eigen::MatrixBase<DX>& x,
+                                   const Eigen::MatrixBase<DY>& y) const {
+    check_scalar<DX>();
+    check_scalar<DY>();
+    check_rows("backprop", "x", x.rows(), inputs, 0);
+    check_rows("backprop", "y", y.rows(), outputs, 0);
+    if (x.cols() != 1 || y.cols() != 1) {
+      throw ShapeError("backprop: x and y must be single columns, got " + std::to_string(x.cols()) +
+                       " and " + std::to_string(y.cols()) +
+                       " columns (use gradient() for batches)");
+    }
+    // Forward, keeping every z and activation as the seed does.
+    std::tuple<detail::ColumnVector<Scalar, Layers::outputs>...> zs;
+    std::tuple<detail::ColumnVector<Scalar, Layers::outputs>...> acts;
+    const detail::ColumnVector<Scalar, inputs> x0 = x;
+    detail::for_each_index<num_layers>([&](auto i) {
+      constexpr std::size_t I = decltype(i)::value;
+      const auto& p = layer<I>();
+      auto& z = std::get<I>(zs);
+      if constexpr (I == 0) {
+        z.noalias() = p.weights() * x0;
+      } else {
+        z.noalias() = p.weights() * std::get<I - 1>(acts);
+      }
+      z += p.biases();
+      auto& a = std::get<I>(acts);
+      a.resize(z.rows());
+      detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
+    });
+    Gradients grads;
+    auto& [nabla_b, nabla_w] = grads;
+    // Backward pass.
+    constexpr std::size_t L = num_layers - 1;
+    detail::ColumnVector<Scalar, LayerDescriptor<L>::outputs> delta_out(outputs);
+    Cost::template output_delta<OutputActivation>(std::get<L>(zs), std::get<L>(acts), y.derived(),
+                                                  delta_out);
+    backward_sample<L>(delta_out, x0, acts, zs, nabla_b, nabla_w);
+    return grads;
+  }
+
+  /// \brief Sum over the columns of the per-sample gradients, computed with
+  /// whole-batch products. \returns `{sum nabla_b, sum nabla_w}`.
+  template <class Cost = QuadraticCost, class DX, class DY>
+  [[nodiscard]] Gradients gradient(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y) {
+    check_batch("gradient", X, Y);
+    forward_batch<0>(X.derived());
+    Gradients grads;
+    backward_batch<Cost>(X.derived(), Y.derived(),
+                         [&](auto i, const auto& delta, const auto& a_prev) {
+                           constexpr std::size_t I = decltype(i)::value;
+                           std::get<I>(grads.first).noalias() = delta.rowwise().sum();
+                           std::get<I>(grads.second).noalias() = delta * a_prev.transpose();
+                         });
+    return grads;
+  }
+
+  /// \brief One step of mini-batch gradient descent on the m columns of X, Y:
+  /// w -= eta/m * sum of per-sample gradients (likewise b), with whole-batch
+  /// products. X and Y may be any expressions (e.g. `X.middleCols(k, m)`); they
+  /// are not copied.
+  /// \throws ShapeError on wrong shapes; ValueError if eta is not finite and > 0.
+  template <class Cost = QuadraticCost, class DX, class DY>
+  void update_mini_batch(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y,
+                         double eta) {
+    check_batch("update_mini_batch", X, Y);
+    check_eta("update_mini_batch", eta);
+    step<Cost>(X.derived(), Y.derived(), eta, 1.0);
+  }
+
+  /// \brief Number of columns of `X` whose output argmax equals `labels`.
+  /// \throws ShapeError on wrong shapes.
+  template <class Derived>
+  [[nodiscard]] long long evaluate(const Eigen::MatrixBase<Derived>& X,
+                                   const Eigen::VectorXi& labels) const {
+    check_rows("evaluate", "input", X.rows(), inputs, 0);
+    if (labels.size() != X.cols()) {
+      throw ShapeError("evaluate: " + std::to_string(X.cols()) + " input columns but " +
+                       std::to_string(labels.size()) + " labels");
+    }
+    long long correct = 0;
+    constexpr Eigen::Index chunk = 4096;
+    for (Eigen::Index first = 0; first < X.cols(); first += chunk) {
+      const Eigen::Index n = std::min(chunk, X.cols() - first);
+      const Matrix out = forward_matrix<0>(X.middleCols(first, n));
+      for (Eigen::Index c = 0; c < n; ++c) {
+        Eigen::Index arg = 0;
+        out.col(c).maxCoeff(&arg);
+        if (arg == labels(first + c)) ++correct;
+      }
+    }
+    return correct;
+  }
+
+  /// \brief Mean cost over a data set plus the L2 term 0.5 lambda/n ||w||^2
+  /// (network2's total_cost).
+  template <class Cost = QuadraticCost>
+  [[nodiscard]] double total_cost(const Dataset<Scalar>& data, double lambda = 0.0) const {
+    check_dataset("total_cost", data);
+    if (data.empty()) return 0.0;
+    double sum = 0.0;
+    constexpr Eigen::Index chunk = 4096;
+    for (Eigen::Index first = 0; first < data.size(); first += chunk) {
+      const Eigen::Index n = std::min(chunk, data.size() - first);
+      Matrix z, a;
+      forward_keep_last<0>(data.inputs.middleCols(first, n), z, a);
+      sum += Cost::value(z, a, data.targets.middleCols(first, n));
+    }
+    const double n = static_cast<double>(data.size());
+    return sum / n + 0.5 * lambda / n * squared_weight_norm();
+  }
+
+  /// \brief Sum of squares of all weights (not biases).
+  [[nodiscard]] double squared_weight_norm() const {
+    double s = 0.0;
+    detail::for_each_index<num_layers>(
+        [&](auto i) { s += static_cast<double>(layer<i>().weights().squaredNorm()); });
+    return s;
+  }
+
+  /// \brief Mini-batch stochastic gradient descent (network.py's SGD, with
+  /// network2's L2 and monitoring): for each epoch, shuffle, split into
+  /// mini-batches of `options.mini_batch_size` (the last may be smaller), and
+  /// apply `update_mini_batch` to each. Evaluates on `evaluation_data` after each
+  /// epoch when given, and reports through `options.on_epoch`.
+  /// \returns the per-epoch history.
+  /// \throws ShapeError / ValueError on bad data or options.
+  template <class Cost = QuadraticCost>
+  TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
+                      const Dataset<Scalar>* evaluation_data = nullptr) {
+    validate_training(training_data, options, evaluation_data);
+    const Eigen::Index n = training_data.size();
+    const Eigen::Index m = static_cast<Eigen::Index>(options.mini_batch_size);
+    std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
+    std::iota(order.begin(), order.end(), Eigen::Index{0});
+    Matrix xb(inputs, m), yb(outputs, m);
+    TrainingHistory history;
+    using Clock = std::chrono::steady_clock;
+    for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+      const auto start = Clock::now();
+      if (options.shuffle) m_rng.shuffle(order.begin(), order.end());
+      double running = 0.0;
+      for (Eigen::Index k = 0; k < n; k += m) {
+        const Eigen::Index count = std::min(m, n - k);
+        xb.resize(inputs, count);
+        yb.resize(outputs, count);
+        for (Eigen::Index j = 0; j < count; ++j) {
+          const Eigen::Index src = order[static_cast<std::size_t>(k + j)];
+          xb.col(j) = training_data.inputs.col(src);
+          yb.col(j) = training_data.targets.col(src);
+        }
+        const double decay = 1.0 - options.eta * options.lambda / static_cast<double>(n);
+        step<Cost>(xb, yb, options.eta, decay);
+        if (options.on_batch) {
+          constexpr std::size_t L = num_layers - 1;
+          // The cost of the batch under the parameters before this step.
+          running += Cost::value(m_z[L], m_a[L], yb);
+          BatchProgress p;
+          p.epoch = epoch;
+          p.epochs = options.epochs;
+          p.samples_done = k + count;
+          p.samples_total = n;
+          p.running_cost = running / static_cast<double>(k + count);
+          p.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+          options.on_batch(p);
+        }
+      }
+      EpochReport report;
+      report.epoch = epoch;
+      report.epochs = options.epochs;
+      report.eta = options.eta;
+      report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      if (options.monitor_training_cost) {
+        report.training_cost = total_cost<Cost>(training_data, options.lambda);
+      }
+      if (options.monitor_training_accuracy && training_data.labels.size() == n) {
+        report.training_accuracy =
+            static_cast<double>(evaluate(training_data.inputs, training_data.labels)) /
+            static_cast<double>(n);
+      }
+      if (evaluation_data != nullptr && !evaluation_data->empty()) {
+        if (options.monitor_evaluation_cost) {
+          report.evaluation_cost = total_cost<Cost>(*evaluation_data, options.lambda);
+        }
+        if (options.monitor_evaluation_accuracy && evaluation_data->labels.size() != 0) {
+          report.evaluation_correct = evaluate(evaluation_data->inputs, evaluation_data->labels);
+          report.evaluation_total = evaluation_data->size();
+          report.evaluation_accuracy = static_cast<double>(report.evaluation_correct) /
+                                       static_cast<double>(report.evaluation_total);
+        }
+      }
+      history.epochs.push_back(report);
+      if (options.on_epoch) {
+        options.on_epoch(report);
+      } else {
+        print_epoch(report);
+      }
+    }
+    return history;
+  }
+
+  friend bool operator==(const BasicNetwork& a, const BasicNetwork& b) {
+    return a.m_layers == b.m_layers;
+  }
+
+ private:
+  template <class Derived>
+  static constexpr void check_scalar() {
+    static_assert(std::is_same_v<typename Derived::Scalar, Scalar>,
+                  "backprop::Network: the data's scalar type must match the network's Scalar "
+                  "(convert with .template cast<Scalar>())");
+  }
+
+  static void check_rows(const char* fn, const char* what, Eigen::Index got, int expected,
+                         std::size_t layer_index) {
+    if (got != expected) {
+      throw ShapeError(std::string(fn) + ": " + what + " has " + std::to_string(got) +
+                       " rows, layer " + std::to_string(layer_index) + " expects " +
+                       std::to_string(expected));
+    }
+  }
+
+  template <class DX, class DY>
+  static void check_batch(const char* fn, const Eigen::MatrixBase<DX>& X,
+                          const Eigen::MatrixBase<DY>& Y) {
+    check_scalar<DX>();
+    check_scalar<DY>();
+    check_rows(fn, "X", X.rows(), inputs, 0);
+    if (Y.rows() != outputs) {
+      throw ShapeError(std::string(fn) + ": Y has " + std::to_string(Y.rows()) +
+                       " rows, the output layer " + std::to_string(num_layers - 1) + " has " +
+                       std::to_string(outputs));
+    }
+    if (X.cols() != Y.cols()) {
+      throw ShapeError(std::string(fn) + ": X has " + std::to_string(X.cols()) +
+                       " columns but Y has " + std::to_string(Y.cols()));
+    }
+    if (X.cols() == 0) throw ShapeError(std::string(fn) + ": the mini-batch is empty (0 columns)");
+  }
+
+  static void check_eta(const char* fn, double eta) {
+    if (!(std::isfinite(eta) && eta > 0.0)) {
+      throw ValueError(std::string(fn) + ": eta must be finite and > 0, got " +
+                       std::to_string(eta));
+    }
+  }
+
+  static void check_dataset(const char* fn, const Dataset<Scalar>& d) {
+    d.check_consistent(fn);
+    if (d.inputs.rows() != inputs) {
+      throw ShapeError(std::string(fn) + ": data has " + std::to_string(d.inputs.rows()) +
+                       " input rows, layer 0 expects " + std::to_string(inputs));
+    }
+    if (d.targets.rows() != outputs) {
+      throw ShapeError(std::string(fn) + ": data has " + std::to_string(d.targets.rows()) +
+                       " target rows, the network has " + std::to_string(outputs) + " outputs");
+    }
+  }
+
+  static void check_labels(const char* fn, const Dataset<Scalar>& d) {
+    for (Eigen::Index i = 0; i < d.labels.size(); ++i) {
+      if (d.labels(i) < 0 || d.labels(i) >= outputs) {
+        throw ValueError(std::string(fn) + ": label " + std::to_string(d.labels(i)) +
+                         " of sample " + std::to_string(i) + " is outside [0, " +
+                         std::to_string(outputs) + ")");
+      }
+    }
+  }
+
+  void validate_training(const Dataset<Scalar>& train, const SgdOptions& o,
+                         const Dataset<Scalar>* eval) const {
+    check_dataset("sgd (training data)", train);
+    if (train.empty()) throw ValueError("sgd: the training data is empty");
+    if (o.epochs < 0) throw ValueError("sgd: epochs must be >= 0, got " + std::to_string(o.epochs));
+    if (o.mini_batch_size <= 0 || o.mini_batch_size > train.size()) {
+      throw ValueError("sgd: mini_batch_size must be in [1, " + std::to_string(train.size()) +
+                       "] (the training set size), got " + std::to_string(o.mini_batch_size));
+    }
+    check_eta("sgd", o.eta);
+    if (!(std::isfinite(o.lambda) && o.lambda >= 0.0)) {
+      throw ValueError("sgd: lambda must be finite and >= 0, got " + std::to_string(o.lambda));
+    }
+    if (!train.inputs.allFinite()) throw ValueError("sgd: the training inputs contain NaN or Inf");
+    if (!train.targets.allFinite())
+      throw ValueError("sgd: the training targets contain NaN or Inf");
+    check_labels("sgd (training data)", train);
+    if (eval != nullptr) {
+      check_dataset("sgd (evaluation data)", *eval);
+      check_labels("sgd (evaluation data)", *eval);
+    }
+  }
+
+  // ---- single-sample forward (vector, fixed-size where small) ----
+  template <std::size_t I, class In>
+  auto forward_vector(const In& a_prev) const {
+    const auto& p = layer<I>();
+    detail::ColumnVector<Scalar, LayerDescriptor<I>::outputs> z = p.weights() * a_prev + p.biases();
+    detail::ColumnVector<Scalar, LayerDescriptor<I>::outputs> a(z.rows());
+    detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
+    if constexpr (I + 1 < num_layers) {
+      return forward_vector<I + 1>(a);
+    } else {
+      return a;
+    }
+  }
+
+  // ---- batch forward without workspace (const, thread-safe) ----
+  template <std::size_t I, class In>
+  Matrix forward_matrix(const In& a_prev) const {
+    const auto& p = layer<I>();
+    Matrix z(p.weights().rows(), a_prev.cols());
+    z.noalias() = p.weights() * a_prev;
+    z.colwise() += p.biases();
+    Matrix a(z.rows(), z.cols());
+    detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
+    if constexpr (I + 1 < num_layers) {
+      return forward_matrix<I + 1>(a);
+    } else {
+      return a;
+    }
+  }
+
+  template <std::size_t I, class In>
+  void forward_keep_last(const In& a_prev, Matrix& z_out, Matrix& a_out) const {
+    const auto& p = layer<I>();
+    Matrix z(p.weights().rows(), a_prev.cols());
+    z.noalias() = p.weights() * a_prev;
+    z.colwise() += p.biases();
+    Matrix a(z.rows(), z.cols());
+    detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
+    if constexpr (I + 1 < num_layers) {
+      forward_keep_last<I + 1>(a, z_out, a_out);
+    } else {
+      z_out = std::move(z);
+      a_out = std::move(a);
+    }
+  }
+
+  // ---- single-sample backward ----
+  template <std::size_t I, class Delta, class X0, class Acts, class Zs>
+  void backward_sample(const Delta& delta, const X0& x0, const Acts& acts, const Zs& zs,
+                       BiasGradients& nabla_b, WeightGradients& nabla_w) const {
+    std::get<I>(nabla_b) = delta;
+    if constexpr (I == 0) {
+      std::get<I>(nabla_w).noalias() = delta * x0.transpose();
+    } else {
+      std::get<I>(nabla_w).noalias() = delta * std::get<I - 1>(acts).transpose();
+      using Prev = LayerDescriptor<I - 1>;
+      const detail::ColumnVector<Scalar, Prev::outputs> g =
+          layer<I>().weights().transpose() * delta;
+      detail::ColumnVector<Scalar, Prev::outputs> delta_prev(g.rows());
+      detail::activation_backward<typename Prev::activation>(std::get<I - 1>(zs),
+                                                             std::get<I - 1>(acts), g, delta_prev);
+      backward_sample<I - 1>(delta_prev, x0, acts, zs, nabla_b, nabla_w);
+    }
+  }
+
+  // ---- batch forward/backward with the reusable workspace ----
+  template <std::size_t I, class In>
+  void forward_batch(const In& a_prev) {
+    const auto& p = layer<I>();
+    Matrix& z = m_z[I];
+    z.resize(p.weights().rows(), a_prev.cols());
+    z.noalias() = p.weights() * a_prev;
+    z.colwise() += p.biases();
+    Matrix& a = m_a[I];
+    a.resize(z.rows(), z.cols());
+    detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
+    if constexpr (I + 1 < num_layers) forward_batch<I + 1>(a);
+  }
+
+  /// Computes delta_L, then walks down the layers; for each layer I calls
+  /// visit(I, delta_I, a_{I-1}) after delta_{I-1} has been computed from the
+  /// current W_I, so `visit` may update W_I in place.
+  template <class Cost, class DX, class DY, class Visit>
+  void backward_batch(const DX& X, const DY& Y, Visit&& visit) {
+    constexpr std::size_t L = num_layers - 1;
+    m_d[L].resize(outputs, X.cols());
+    Cost::template output_delta<OutputActivation>(m_z[L], m_a[L], Y, m_d[L]);
+    backward_batch_from<L>(X, visit);
+  }
+
+  template <std::size_t I, class DX, class Visit>
+  void backward_batch_from(const DX& X, Visit& visit) {
+    if constexpr (I == 0) {
+      visit(std::integral_constant<std::size_t, 0>{}, m_d[0], X);
+    } else {
+      using Prev = LayerDescriptor<I - 1>;
+      Matrix& g = m_g[I - 1];
+      g.resize(Prev::outputs, X.cols());
+      g.noalias() = layer<I>().weights().transpose() * m_d[I];
+      m_d[I - 1].resize(Prev::outputs, X.cols());
+      detail::activation_backward<typename Prev::activation>(m_z[I - 1], m_a[I - 1], g, m_d[I - 1]);
+      visit(std::integral_constant<std::size_t, I>{}, m_d[I], m_a[I - 1]);
+      backward_batch_from<I - 1>(X, visit);
+    }
+  }
+
+  /// w <- decay * w - eta/m * sum grad (decay = 1 - eta lambda / n for L2).
+  template <class Cost, class DX, class DY>
+  void step(const DX& X, const DY& Y, double eta, double decay) {
+    forward_batch<0>(X);
+    const Scalar rate = static_cast<Scalar>(eta / static_cast<double>(X.cols()));
+    const Scalar keep = static_cast<Scalar>(decay);
+    backward_batch<Cost>(X, Y, [&](auto i, const Matrix& delta, const auto& a_prev) {
+      auto& p = layer<decltype(i)::value>();
+      if (keep != Scalar(1)) p.weights() *= keep;
+      p.weights().noalias() -= rate * (delta * a_prev.transpose());
+      p.biases().noalias() -= rate * delta.rowwise().sum();
+    });
+  }
+
+  std::tuple<typename Layers::template Parameters<Scalar>...> m_layers;
+  Rng m_rng;
+  // Workspace of the batched path, reused between mini-batches of the same size.
+  std::array<Matrix, num_layers> m_z, m_a, m_d, m_g;
+};
+
+/// \brief A `float` network: `Network<Dense<784, 30, Sigmoid>, Dense<30, 10, Sigmoid>>`.
+template <class... Layers>
+using Network = BasicNetwork<float, Layers...>;
+
+}  // namespace backprop

@@ -1,0 +1,136 @@
+/// \file
+/// \brief Options, per-epoch reports and training history for `BasicNetwork::sgd`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../errors.hpp"
+
+namespace backprop {
+
+/// \brief What `sgd` reports after each epoch. Optional fields are set only when
+/// the corresponding monitor is on (or evaluation data was given).
+struct EpochReport {
+  int epoch = 0;         ///< 1-based
+  int epochs = 0;        ///< total planned
+  double seconds = 0.0;  ///< wall time of this epoch's training (not of evaluation)
+  double eta = 0.0;      ///< learning rate used in this epoch
+  std::optional<double> training_cost;
+  std::optional<double> training_accuracy;  ///< fraction in [0, 1]
+  std::optional<double> evaluation_cost;
+  std::optional<double> evaluation_accuracy;
+  long long evaluation_correct = -1;  ///< correct count, or -1 when not evaluated
+  long long evaluation_total = 0;
+};
+
+/// \brief Progress inside an epoch, for live displays.
+struct BatchProgress {
+  int epoch = 0;
+  int epochs = 0;
+  long long samples_done = 0;
+  long long samples_total = 0;
+  double running_cost = 0.0;  ///< mean cost of the mini-batches so far in this epoch
+  double seconds = 0.0;       ///< since the start of the epoch
+};
+
+/// \brief The data `sgd` returns: one report per epoch, as network2 returns its
+/// four monitoring lists.
+struct TrainingHistory {
+  std::vector<EpochReport> epochs;
+
+  /// \brief Writes the history as CSV (epoch, eta, seconds, costs and accuracies;
+  /// empty fields where not monitored). Writes to a temporary file first and
+  /// renames it, so `path` is never half-written.
+  /// \throws std::runtime_error if the file cannot be written.
+  void write_csv(const std::filesystem::path& path) const {
+    std::ostringstream out;
+    write_csv(out);
+    const std::filesystem::path tmp = path.string() + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f << out.str();
+      f.flush();
+      if (!f) throw std::runtime_error("TrainingHistory::write_csv: cannot write " + tmp.string());
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error("TrainingHistory::write_csv: cannot rename to " + path.string());
+    }
+  }
+
+  /// \brief Writes the CSV to a stream.
+  void write_csv(std::ostream& out) const {
+    out << "epoch,eta,seconds,training_cost,training_accuracy,evaluation_cost,"
+           "evaluation_accuracy\n";
+    auto opt = [&out](const std::optional<double>& v) {
+      if (v) out << *v;
+    };
+    out << std::setprecision(9);
+    for (const auto& e : epochs) {
+      out << e.epoch << ',' << e.eta << ',' << e.seconds << ',';
+      opt(e.training_cost);
+      out << ',';
+      opt(e.training_accuracy);
+      out << ',';
+      opt(e.evaluation_cost);
+      out << ',';
+      opt(e.evaluation_accuracy);
+      out << '\n';
+    }
+  }
+};
+
+/// \brief The seed's per-epoch line: "Epoch 1: 9129 / 10000" (or "Epoch 1
+/// complete" without evaluation data), plus any monitored costs.
+inline void print_epoch(const EpochReport& r, std::ostream& out = std::cout) {
+  out << "Epoch " << r.epoch;
+  if (r.evaluation_correct >= 0) {
+    out << ": " << r.evaluation_correct << " / " << r.evaluation_total;
+  } else {
+    out << " complete";
+  }
+  if (r.training_cost) out << "  training cost " << *r.training_cost;
+  if (r.training_accuracy) out << "  training accuracy " << *r.training_accuracy;
+  if (r.evaluation_cost) out << "  evaluation cost " << *r.evaluation_cost;
+  out << "  (" << std::fixed << std::setprecision(2) << r.seconds << " s)" << std::defaultfloat
+      << std::setprecision(6) << '\n';
+}
+
+/// \brief Options of `BasicNetwork::sgd`. An aggregate: use designated
+/// initialisers, e.g. `{.epochs = 30, .mini_batch_size = 10, .eta = 3.0}`.
+struct SgdOptions {
+  int epochs = 30;
+  long long mini_batch_size = 10;
+  double eta = 3.0;
+  /// L2 regularisation in network2's form: w <- (1 - eta lambda / n) w - eta/m grad.
+  double lambda = 0.0;
+  /// Shuffle the training data before each epoch (with the network's own Rng).
+  bool shuffle = true;
+  bool monitor_training_cost = false;
+  bool monitor_training_accuracy = false;
+  bool monitor_evaluation_cost = false;
+  /// On by default whenever evaluation data is given.
+  bool monitor_evaluation_accuracy = true;
+  /// Called after every epoch; empty means `print_epoch` to std::cout.
+  /// Pass `backprop::quiet` to stay silent.
+  std::function<void(const EpochReport&)> on_epoch{};
+  /// Called after every mini-batch when set (live progress).
+  std::function<void(const BatchProgress&)> on_batch{};
+};
+
+/// \brief An `on_epoch` callback that prints nothing.
+inline void quiet(const EpochReport&) {}
+
+}  // namespace backprop
