@@ -32,8 +32,8 @@ concept ElementwiseActivation = requires(double z, double a, float zf, float af)
 /// `forward(z, a)` writes a = sigma(z); `backward(z, a, g, d)` writes
 /// d = J_sigma(z)^T g, the gradient with respect to z given the gradient g with
 /// respect to a. Needed when an output depends on several inputs (softmax).
-/// The output arguments are `const Eigen::MatrixBase<D>&` and are written
-/// through `const_cast`, the idiom Eigen documents for writable expressions.
+/// The output arguments are `Eigen::MatrixBase<D>&` (plain matrices, already
+/// sized like z); write them through `.derived()`.
 template <class A>
 concept MatrixActivation = requires(const Eigen::MatrixXd& z, const Eigen::MatrixXd& a,
                                     const Eigen::MatrixXd& g, Eigen::MatrixXd& out,

@@ -31,6 +31,8 @@
 #include "errors.hpp"
 #include "init/initializers.hpp"
 #include "init/random.hpp"
+#include "io/json.hpp"
+#include "io/model.hpp"
 #include "layers/dense.hpp"
 #include "training/options.hpp"
 
@@ -72,9 +74,9 @@ constexpr void for_each_index(F&& f) {
   (std::make_index_sequence<N>{});
 }
 
-/// Fixed-size column vector for small sizes, dynamic otherwise.
+/// Column vector of one layer's width (dynamic storage, as the parameters).
 template <class Scalar, int Rows>
-using ColumnVector = Eigen::Matrix<Scalar, (Rows <= 64 ? Rows : Eigen::Dynamic), 1>;
+using ColumnVector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
 }  // namespace detail
 
@@ -261,6 +263,90 @@ class BasicNetwork {
       }
     }
     return correct;
+  }
+
+  /// \brief Saves the parameters in backprop's binary model format (docs/model-format.md:
+  /// layer shapes, activations, scalar type, CRC-32), atomically: a temporary file in
+  /// the same directory is written, fsync'ed and renamed over `path`, so `path` holds
+  /// the old file or the complete new one, never a half-written one.
+  /// \param path the file to create or replace
+  /// \throws std::runtime_error naming `path` if it cannot be written (an existing
+  ///         file is then left as it was); ValueError if a parameter is not finite
+  void save(const std::filesystem::path& path) const {
+    detail::save_to_path(path, [this](std::ostream& os) { detail::save_binary(*this, os); });
+  }
+
+  /// \brief Writes the binary model format to `os` (open it in binary mode).
+  /// \param os the destination stream
+  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not finite
+  void save(std::ostream& os) const { detail::save_binary(*this, os); }
+
+  /// \brief Loads parameters saved by `save`. The file must record this network's
+  /// layer shapes and activations; a file of the other scalar type is converted
+  /// (float to double exactly; double to float rounded, out-of-range values rejected).
+  /// Strong guarantee: on any error the network is unchanged.
+  /// \param path the model file
+  /// \throws ModelFormatError naming `path` and the problem: cannot open, not a model,
+  ///         unsupported version, different architecture (both sides named), truncated,
+  ///         checksum mismatch, trailing bytes, non-finite values
+  void load(const std::filesystem::path& path) {
+    detail::load_from_path(path, [this](std::istream& is) { detail::load_binary(*this, is); });
+  }
+
+  /// \brief Loads a model written by `save(std::ostream&)`; it must extend to the end of
+  /// the stream. Strong guarantee.
+  /// \param is the source stream (binary mode)
+  /// \throws ModelFormatError as `load(path)`, without the file name
+  void load(std::istream& is) { detail::load_binary(*this, is); }
+
+  /// \brief Saves the JSON of network2.py's `save` ("sizes", "weights", "biases",
+  /// "cost"; plus "activations" if a layer is not a sigmoid), atomically like `save`.
+  /// Numbers have 17 significant digits, so loading gives back the exact parameters.
+  /// \param path the file to create or replace
+  /// \param cost_name the "cost" entry, network2's cost class name
+  /// \throws std::runtime_error naming `path` if it cannot be written (an existing
+  ///         file is then left as it was); ValueError if a parameter is not finite
+  void save_json(const std::filesystem::path& path,
+                 std::string_view cost_name = QuadraticCost::name) const {
+    detail::save_to_path(
+        path, [this, cost_name](std::ostream& os) { detail::save_json(*this, os, cost_name); });
+  }
+
+  /// \brief Writes network2.py's JSON to `os`.
+  /// \param os the destination stream
+  /// \param cost_name the "cost" entry, network2's cost class name
+  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not finite
+  void save_json(std::ostream& os, std::string_view cost_name = QuadraticCost::name) const {
+    detail::save_json(*this, os, cost_name);
+  }
+
+  /// \brief Loads a network2.py JSON model. "sizes" must equal this network's sizes;
+  /// "activations", if present, must match (network2's files have none: every layer
+  /// is a sigmoid there, and the activations are then not checked). Strong guarantee.
+  /// \param path the JSON file
+  /// \returns the file's "cost" (e.g. "CrossEntropyCost"), or "" if it has none
+  /// \throws ModelFormatError naming `path` and the problem (line and column for
+  ///         syntax errors; both sides for size mismatches)
+  std::string load_json(const std::filesystem::path& path) {
+    return detail::load_from_path(
+        path, [this](std::istream& is) { return detail::load_json(*this, is); });
+  }
+
+  /// \brief Loads a network2.py JSON model from the rest of `is`. Strong guarantee.
+  /// \param is the source stream
+  /// \returns the file's "cost", or "" if it has none
+  /// \throws ModelFormatError as `load_json(path)`, without the file name
+  std::string load_json(std::istream& is) { return detail::load_json(*this, is); }
+
+  /// \brief The cost summed over the columns of X, Y (no regularisation).
+  /// \throws ShapeError on wrong shapes.
+  template <class Cost = QuadraticCost, class DX, class DY>
+  [[nodiscard]] double batch_cost(const Eigen::MatrixBase<DX>& X,
+                                  const Eigen::MatrixBase<DY>& Y) const {
+    check_batch("batch_cost", X, Y);
+    Matrix z, a;
+    forward_keep_last<0>(X.derived(), z, a);
+    return Cost::value(z, a, Y.derived());
   }
 
   /// \brief Mean cost over a data set plus the L2 term 0.5 lambda/n ||w||^2

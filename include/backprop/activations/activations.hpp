@@ -16,13 +16,6 @@
 
 namespace backprop {
 
-namespace detail {
-template <class D>
-D& writable(const Eigen::MatrixBase<D>& m) {
-  return const_cast<D&>(m.derived());
-}
-}  // namespace detail
-
 /// \brief Logistic sigmoid, a = 1 / (1 + e^-z); sigma' = a (1 - a).
 ///
 /// z is clamped below at -80 (float) / -700 (double) so e^-z never overflows;
@@ -30,16 +23,16 @@ D& writable(const Eigen::MatrixBase<D>& m) {
 struct Sigmoid {
   static constexpr std::string_view name = "sigmoid";
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
     constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
-    detail::writable(a) = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
+    a.derived() = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     using S = typename Z::Scalar;
-    detail::writable(d) = (g.array() * a.array() * (S(1) - a.array())).matrix();
+    d.derived() = (g.array() * a.array() * (S(1) - a.array())).matrix();
   }
 };
 
@@ -47,14 +40,14 @@ struct Sigmoid {
 struct Tanh {
   static constexpr std::string_view name = "tanh";
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
-    detail::writable(a) = z.array().tanh().matrix();
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
+    a.derived() = z.array().tanh().matrix();
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     using S = typename Z::Scalar;
-    detail::writable(d) = (g.array() * (S(1) - a.array().square())).matrix();
+    d.derived() = (g.array() * (S(1) - a.array().square())).matrix();
   }
 };
 
@@ -62,15 +55,15 @@ struct Tanh {
 struct ReLU {
   static constexpr std::string_view name = "relu";
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
-    detail::writable(a) = z.array().max(S(0)).matrix();
+    a.derived() = z.array().max(S(0)).matrix();
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     using S = typename Z::Scalar;
-    detail::writable(d) = (z.array() > S(0)).select(g.array(), S(0)).matrix();
+    d.derived() = (z.array() > S(0)).select(g.array(), S(0)).matrix();
   }
 };
 
@@ -81,15 +74,15 @@ struct BasicLeakyReLU {
   static constexpr std::string_view name = "leaky_relu";
   static constexpr double slope = double(Slope::num) / double(Slope::den);
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
-    detail::writable(a) = (z.array() > S(0)).select(z.array(), S(slope) * z.array()).matrix();
+    a.derived() = (z.array() > S(0)).select(z.array(), S(slope) * z.array()).matrix();
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     using S = typename Z::Scalar;
-    detail::writable(d) = (z.array() > S(0)).select(g.array(), S(slope) * g.array()).matrix();
+    d.derived() = (z.array() > S(0)).select(g.array(), S(slope) * g.array()).matrix();
   }
 };
 
@@ -100,13 +93,13 @@ using LeakyReLU = BasicLeakyReLU<>;
 struct Identity {
   static constexpr std::string_view name = "identity";
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
-    detail::writable(a) = z;
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
+    a.derived() = z;
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>&,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
-    detail::writable(d) = g;
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
+    d.derived() = g;
   }
 };
 
@@ -115,16 +108,16 @@ struct Identity {
 struct Softmax {
   static constexpr std::string_view name = "softmax";
   template <class Z, class A>
-  static void forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a_) {
-    auto& a = detail::writable(a_);
+  static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a_) {
+    auto& a = a_.derived();
     a = (z.rowwise() - z.colwise().maxCoeff()).array().exp().matrix();
     a.array().rowwise() /= a.colwise().sum().array();
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
-                       const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                       const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     const auto s = g.cwiseProduct(a).colwise().sum().eval();
-    detail::writable(d) = a.cwiseProduct(g.rowwise() - s);
+    d.derived() = a.cwiseProduct(g.rowwise() - s);
   }
 };
 
@@ -132,24 +125,24 @@ namespace detail {
 
 /// a = sigma(z) for any Activation.
 template <class Act, class Z, class A>
-void activation_forward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a) {
+void activation_forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
   if constexpr (MatrixActivation<Act>) {
     Act::forward(z, a);
   } else {
     using S = typename Z::Scalar;
-    writable(a) = z.unaryExpr([](S v) { return static_cast<S>(Act::value(v)); });
+    a.derived() = z.unaryExpr([](S v) { return static_cast<S>(Act::value(v)); });
   }
 }
 
 /// d = J^T g for any Activation.
 template <class Act, class Z, class A, class G, class D>
 void activation_backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a,
-                         const Eigen::MatrixBase<G>& g, const Eigen::MatrixBase<D>& d) {
+                         const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
   if constexpr (MatrixActivation<Act>) {
     Act::backward(z, a, g, d);
   } else {
     using S = typename Z::Scalar;
-    writable(d) = g.cwiseProduct(
+    d.derived() = g.cwiseProduct(
         z.binaryExpr(a, [](S zv, S av) { return static_cast<S>(Act::derivative(zv, av)); }));
   }
 }

@@ -28,7 +28,7 @@ struct QuadraticCost {
   }
   template <class Act, class Z, class A, class Y, class D>
   static void output_delta(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a,
-                           const Eigen::MatrixBase<Y>& y, const Eigen::MatrixBase<D>& d) {
+                           const Eigen::MatrixBase<Y>& y, Eigen::MatrixBase<D>& d) {
     detail::activation_backward<Act>(z, a, (a - y).eval(), d);
   }
 };
@@ -55,12 +55,12 @@ struct CrossEntropyCost {
   }
   template <class Act, class Z, class A, class Y, class D>
   static void output_delta(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
-                           const Eigen::MatrixBase<Y>& y, const Eigen::MatrixBase<D>& d) {
+                           const Eigen::MatrixBase<Y>& y, Eigen::MatrixBase<D>& d) {
     static_assert(std::is_same_v<Act, Sigmoid>,
                   "backprop::CrossEntropyCost needs a Sigmoid output layer: it is fused "
                   "(delta = a - y) only there; use LogLikelihoodCost with Softmax, or "
                   "QuadraticCost");
-    detail::writable(d) = a - y;
+    d.derived() = a - y;
   }
 };
 
@@ -81,11 +81,11 @@ struct LogLikelihoodCost {
   }
   template <class Act, class Z, class A, class Y, class D>
   static void output_delta(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
-                           const Eigen::MatrixBase<Y>& y, const Eigen::MatrixBase<D>& d) {
+                           const Eigen::MatrixBase<Y>& y, Eigen::MatrixBase<D>& d) {
     static_assert(std::is_same_v<Act, Softmax>,
                   "backprop::LogLikelihoodCost needs a Softmax output layer (fused delta = "
                   "a - y); use CrossEntropyCost with Sigmoid, or QuadraticCost");
-    detail::writable(d) = a - y;
+    d.derived() = a - y;
   }
 };
 

@@ -1,0 +1,444 @@
+// Network: forward pass, gradients against finite differences, the batched update
+// against the per-sample algorithm, determinism, shape errors.
+#include <backprop/backprop.hpp>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "../support/test_support.hpp"
+
+namespace bp = backprop;
+using bptest::Mat;
+using Catch::Matchers::Contains;
+using Catch::Matchers::WithinAbs;
+using Catch::Matchers::WithinRel;
+
+namespace {
+
+// A user activation written element-wise: softplus, a = ln(1 + e^z), a' = sigmoid(z).
+struct Softplus {
+  static constexpr std::string_view name = "softplus";
+  template <class T>
+  static T value(T z) {
+    return z > T(0) ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+  }
+  template <class T>
+  static T derivative(T z, T) {
+    return T(1) / (T(1) + std::exp(-z));
+  }
+};
+
+static_assert(bp::Activation<bp::Sigmoid> && bp::Activation<bp::Tanh> && bp::Activation<bp::ReLU> &&
+              bp::Activation<bp::LeakyReLU> && bp::Activation<bp::Softmax> &&
+              bp::Activation<bp::Identity> && bp::Activation<Softplus>);
+static_assert(!bp::Activation<int> && !bp::Activation<bp::QuadraticCost>);
+static_assert(bp::CostFor<bp::QuadraticCost, bp::Tanh>);
+
+// An activation whose derivative is off by 10%: the checker must fail it.
+struct WrongTanh {
+  static constexpr std::string_view name = "wrong_tanh";
+  template <class T>
+  static T value(T z) {
+    return std::tanh(z);
+  }
+  template <class T>
+  static T derivative(T, T a) {
+    return T(1.1) * (T(1) - a * a);
+  }
+};
+
+using Seed = bp::Network<bp::Dense<784, 30, bp::Sigmoid>, bp::Dense<30, 10, bp::Sigmoid>>;
+static_assert(std::is_same_v<Seed::Scalar, float>);
+static_assert(Seed::inputs == 784 && Seed::outputs == 10 && Seed::num_layers == 2);
+// The storage rule: parameters are dynamic Eigen matrices of the layer's shape.
+static_assert(Seed::LayerParameters<0>::WeightMatrix::RowsAtCompileTime == Eigen::Dynamic);
+static_assert(Seed::LayerParameters<1>::inputs == 30 && Seed::LayerParameters<1>::outputs == 10);
+
+template <class Net>
+void check_network_gradients(std::uint64_t seed) {
+  using Cost = bp::QuadraticCost;
+  Net net{seed, bp::Init::xavier};
+  const auto X = bptest::random_matrix<double>(Net::inputs, 5, seed + 1, -2.0, 2.0);
+  const auto Y = bptest::random_distribution<double>(Net::outputs, 5, seed + 2);
+  const auto r = bp::testing::check_gradients<Cost>(net, X, Y);
+  INFO("worst: " << r.worst << " error " << r.max_error);
+  CHECK(r.checked == Net::parameter_count());
+  CHECK(r.passed(1e-7));
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Forward pass matches a hand computation", "[network][forward]", float, double) {
+  using Net = bp::BasicNetwork<TestType, bp::Dense<2, 2, bp::Sigmoid>, bp::Dense<2, 1, bp::Tanh>>;
+  Net net{1};
+  net.template layer<0>().weights() << 0.5, -1.0, 2.0, 0.25;
+  net.template layer<0>().biases() << 0.1, -0.2;
+  net.template layer<1>().weights() << 1.5, -0.5;
+  net.template layer<1>().biases() << 0.3;
+  Eigen::Matrix<TestType, 2, 1> x(0.8, -0.6);
+
+  auto sig = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
+  const double h0 = sig(0.5 * 0.8 - 1.0 * -0.6 + 0.1);
+  const double h1 = sig(2.0 * 0.8 + 0.25 * -0.6 - 0.2);
+  const double expected = std::tanh(1.5 * h0 - 0.5 * h1 + 0.3);
+  const double tol = std::is_same_v<TestType, float> ? 1e-6 : 1e-14;
+
+  const auto out = net.feedforward(x);
+  REQUIRE(out.rows() == 1);
+  CHECK_THAT(static_cast<double>(out(0)), WithinRel(expected, tol));
+
+  // Batch form: columns are samples.
+  Mat<TestType> X(2, 3);
+  X << 0.8, 0.0, 1.0, -0.6, 0.0, 1.0;
+  const Mat<TestType> batch = net.feedforward(X);
+  REQUIRE(batch.rows() == 1);
+  REQUIRE(batch.cols() == 3);
+  CHECK_THAT(static_cast<double>(batch(0, 0)), WithinRel(expected, tol));
+  CHECK_THAT(static_cast<double>(batch(0, 1)),
+             WithinRel(std::tanh(1.5 * sig(0.1) - 0.5 * sig(-0.2) + 0.3), tol));
+}
+
+TEMPLATE_TEST_CASE("Activations are finite and correct for extreme inputs", "[activations]", float,
+                   double) {
+  Mat<TestType> z(4, 1);
+  z << TestType(-1000), TestType(-100), TestType(100), TestType(1000);
+  Mat<TestType> a(4, 1);
+  bp::Sigmoid::forward(z, a);
+  CHECK(a.allFinite());
+  CHECK(a(0) >= TestType(0));
+  CHECK(a(0) < TestType(1e-30));
+  CHECK(a(3) == TestType(1));
+  bp::Softmax::forward(z, a);
+  CHECK(a.allFinite());
+  CHECK_THAT(static_cast<double>(a.sum()), WithinAbs(1.0, 1e-6));
+  CHECK(a(3) == TestType(1));
+  bp::Tanh::forward(z, a);
+  CHECK(a.allFinite());
+  CHECK(a(0) == TestType(-1));
+  // Cross-entropy of saturated outputs is large but finite.
+  Mat<TestType> y(4, 1);
+  y << 1, 1, 0, 0;
+  Mat<TestType> s(4, 1);
+  bp::Sigmoid::forward(z, s);
+  CHECK(std::isfinite(bp::CrossEntropyCost::value(z, s, y)));
+  CHECK(std::isfinite(bp::LogLikelihoodCost::value(z, a, y)));
+}
+
+TEST_CASE("Sigmoid matches the seed's formula in the normal range", "[activations]") {
+  Mat<double> z = bptest::random_matrix<double>(50, 1, 3, -30.0, 30.0);
+  Mat<double> a(50, 1);
+  bp::Sigmoid::forward(z, a);
+  for (Eigen::Index i = 0; i < z.size(); ++i) {
+    CHECK_THAT(a(i), WithinRel(1.0 / (1.0 + std::exp(-z(i))), 1e-15));
+  }
+}
+
+TEST_CASE("Every activation and cost passes the finite-difference gradient check",
+          "[network][grad]") {
+  SECTION("sigmoid") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::Sigmoid>, bp::Dense<5, 3, bp::Sigmoid>>>(11);
+  }
+  SECTION("tanh") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::Tanh>, bp::Dense<5, 3, bp::Tanh>>>(12);
+  }
+  SECTION("relu") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::ReLU>, bp::Dense<5, 3, bp::ReLU>>>(13);
+  }
+  SECTION("leaky relu") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::LeakyReLU>, bp::Dense<5, 3, bp::LeakyReLU>>>(
+        14);
+  }
+  SECTION("identity") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::Identity>, bp::Dense<5, 3, bp::Identity>>>(15);
+  }
+  SECTION("softmax with quadratic cost") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, bp::Softmax>, bp::Dense<5, 3, bp::Softmax>>>(16);
+  }
+  SECTION("user-defined element-wise activation") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<4, 5, Softplus>, bp::Dense<5, 3, Softplus>>>(17);
+  }
+  SECTION("three layers, mixed, large dynamic layer") {
+    check_network_gradients<
+        bp::BasicNetwork<double, bp::Dense<20, 16, bp::Tanh>, bp::Dense<16, 7, bp::ReLU>,
+                         bp::Dense<7, 4, bp::Sigmoid>>>(18);
+  }
+  SECTION("cross-entropy with sigmoid output") {
+    using Net = bp::BasicNetwork<double, bp::Dense<4, 5, bp::Tanh>, bp::Dense<5, 3, bp::Sigmoid>>;
+    Net net{19};
+    const auto X = bptest::random_matrix<double>(4, 5, 20, -2.0, 2.0);
+    const auto Y = bptest::random_matrix<double>(3, 5, 21, 0.0, 1.0);
+    const auto r = bp::testing::check_gradients<bp::CrossEntropyCost>(net, X, Y);
+    INFO(r.worst);
+    CHECK(r.passed(1e-7));
+  }
+  SECTION("log-likelihood with softmax output") {
+    using Net = bp::BasicNetwork<double, bp::Dense<4, 5, bp::ReLU>, bp::Dense<5, 3, bp::Softmax>>;
+    Net net{22};
+    const auto X = bptest::random_matrix<double>(4, 5, 23, -2.0, 2.0);
+    const auto Y = bptest::random_distribution<double>(3, 5, 24);
+    const auto r = bp::testing::check_gradients<bp::LogLikelihoodCost>(net, X, Y);
+    INFO(r.worst);
+    CHECK(r.passed(1e-7));
+  }
+}
+
+TEST_CASE("The gradient checker detects a wrong gradient", "[grad]") {
+  using Net = bp::BasicNetwork<double, bp::Dense<3, 4, WrongTanh>, bp::Dense<4, 2, bp::Sigmoid>>;
+  Net net{5};
+  const auto X = bptest::random_matrix<double>(3, 4, 6);
+  const auto Y = bptest::random_matrix<double>(2, 4, 7, 0.0, 1.0);
+  const auto r = bp::testing::check_gradients(net, X, Y);
+  CHECK_FALSE(r.passed(1e-4));
+  CHECK_THAT(r.worst, Contains("layer 0"));
+}
+
+TEMPLATE_TEST_CASE("Batched update_mini_batch equals the per-sample algorithm", "[network][batch]",
+                   float, double) {
+  using Net = bp::BasicNetwork<TestType, bp::Dense<12, 40, bp::Sigmoid>, bp::Dense<40, 9, bp::Tanh>,
+                               bp::Dense<9, 5, bp::Sigmoid>>;
+  const Net start{99};
+  const auto X = bptest::random_matrix<TestType>(12, 16, 100, 0.0, 1.0);
+  const auto Y = bptest::random_matrix<TestType>(5, 16, 101, 0.0, 1.0);
+  const double eta = 0.7;
+
+  // The seed: sum per-sample gradients, then w -= eta/m * sum.
+  Net expected = start;
+  typename Net::Gradients sum = start.backprop(X.col(0), Y.col(0));
+  for (Eigen::Index c = 1; c < X.cols(); ++c) {
+    const auto g = start.backprop(X.col(c), Y.col(c));
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((std::get<I>(sum.first) += std::get<I>(g.first),
+        std::get<I>(sum.second) += std::get<I>(g.second)),
+       ...);
+    }
+    (std::make_index_sequence<Net::num_layers>{});
+  }
+  const auto rate = static_cast<TestType>(eta / static_cast<double>(X.cols()));
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((expected.template layer<I>().weights() -= rate * std::get<I>(sum.second),
+      expected.template layer<I>().biases() -= rate * std::get<I>(sum.first)),
+     ...);
+  }
+  (std::make_index_sequence<Net::num_layers>{});
+
+  Net batched = start;
+  batched.update_mini_batch(X, Y, eta);
+  CHECK(bptest::max_parameter_difference(batched, expected) <=
+        bptest::rounding_tolerance<TestType>());
+  CHECK(bptest::max_parameter_difference(batched, start) > 1e-3);  // it did move
+
+  SECTION("from a column block, without copying") {
+    Mat<TestType> wide(12, 20);
+    wide.setZero();
+    wide.middleCols(3, 16) = X;
+    Mat<TestType> wide_y = Mat<TestType>::Zero(5, 20);
+    wide_y.middleCols(3, 16) = Y;
+    Net from_block = start;
+    from_block.update_mini_batch(wide.middleCols(3, 16), wide_y.middleCols(3, 16), eta);
+    CHECK(from_block == batched);
+  }
+  SECTION("gradient() sums the per-sample gradients") {
+    Net g = start;
+    const auto grads = g.gradient(X, Y);
+    CHECK(bptest::relative_difference(std::get<1>(grads.second), std::get<1>(sum.second)) <=
+          bptest::rounding_tolerance<TestType>());
+    CHECK(bptest::relative_difference(std::get<0>(grads.first), std::get<0>(sum.first)) <=
+          bptest::rounding_tolerance<TestType>());
+  }
+}
+
+TEST_CASE("The portable generator is pinned and its log is accurate", "[init][rng]") {
+  bp::Rng rng(0);
+  // xoshiro256** seeded by splitmix64(0): fixed values, the same on every platform.
+  const std::uint64_t first = rng();
+  const std::uint64_t second = rng();
+  bp::Rng again(0);
+  CHECK(again() == first);
+  CHECK(again() == second);
+  CHECK(first != second);
+  for (double x : {1e-300, 1e-10, 0.1, 0.5, 0.7071, 0.99999, 1.0, 2.0, 123456.789}) {
+    CHECK_THAT(bp::detail::portable_log(x), WithinRel(std::log(x), 4e-16));
+  }
+  // Normal samples: mean ~0, variance ~1.
+  bp::Rng n(42);
+  double s = 0, s2 = 0;
+  const int count = 200000;
+  for (int i = 0; i < count; ++i) {
+    const double v = n.normal();
+    s += v;
+    s2 += v * v;
+  }
+  CHECK_THAT(s / count, WithinAbs(0.0, 0.01));
+  CHECK_THAT(s2 / count, WithinAbs(1.0, 0.01));
+  // below(n) stays in range and hits every value.
+  std::vector<int> hits(7, 0);
+  for (int i = 0; i < 7000; ++i) ++hits[static_cast<std::size_t>(n.below(7))];
+  for (int h : hits) CHECK(h > 800);
+}
+
+TEMPLATE_TEST_CASE("A seed determines the parameters and the training trajectory",
+                   "[network][determinism]", float, double) {
+  using Net =
+      bp::BasicNetwork<TestType, bp::Dense<6, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
+  CHECK(Net{5} == Net{5});
+  CHECK_FALSE(Net{5} == Net{6});
+  CHECK_FALSE(Net(5, bp::Init::normal) == Net(5, bp::Init::he));
+
+  bp::Dataset<TestType> data;
+  data.inputs = bptest::random_matrix<TestType>(6, 40, 1, 0.0, 1.0);
+  data.labels.resize(40);
+  for (int i = 0; i < 40; ++i) data.labels(i) = i % 3;
+  data.targets = bp::one_hot<TestType>(data.labels, 3);
+
+  auto train = [&](Net& net) {
+    return net.sgd(data, {.epochs = 3, .mini_batch_size = 7, .eta = 1.0, .on_epoch = bp::quiet},
+                   &data);
+  };
+  Net a{77}, b{77};
+  const auto ha = train(a);
+  const auto hb = train(b);
+  CHECK(a == b);
+  REQUIRE(ha.epochs.size() == 3);
+  for (std::size_t e = 0; e < 3; ++e) {
+    CHECK(ha.epochs[e].evaluation_correct == hb.epochs[e].evaluation_correct);
+  }
+  Net c{78};
+  train(c);
+  CHECK_FALSE(a == c);
+}
+
+TEST_CASE("Initialisers have the documented scale", "[init]") {
+  using Net = bp::BasicNetwork<double, bp::Dense<400, 300, bp::ReLU>, bp::Dense<300, 10>>;
+  auto stddev = [](const auto& m) {
+    const double mean = m.mean();
+    return std::sqrt((m.array() - mean).square().mean());
+  };
+  const Net normal(1, bp::Init::normal);
+  CHECK_THAT(stddev(normal.layer<0>().weights()), WithinAbs(1.0, 0.01));
+  CHECK_THAT(stddev(normal.layer<0>().biases()), WithinAbs(1.0, 0.15));
+  const Net scaled(1, bp::Init::scaled_normal);
+  CHECK_THAT(stddev(scaled.layer<0>().weights()), WithinAbs(1.0 / 20.0, 0.001));
+  const Net he(1, bp::Init::he);
+  CHECK_THAT(stddev(he.layer<0>().weights()), WithinAbs(std::sqrt(2.0 / 400.0), 0.001));
+  CHECK(he.layer<0>().biases().isZero());
+  const Net xavier(1, bp::Init::xavier);
+  const double lim = std::sqrt(6.0 / 700.0);
+  CHECK(xavier.layer<0>().weights().maxCoeff() <= lim);
+  CHECK(xavier.layer<0>().weights().minCoeff() >= -lim);
+  CHECK_THAT(stddev(xavier.layer<0>().weights()), WithinAbs(lim / std::sqrt(3.0), 0.001));
+}
+
+TEMPLATE_TEST_CASE("Wrong sizes throw invalid_argument naming both sizes", "[network][errors]",
+                   float, double) {
+  using Net = bp::BasicNetwork<TestType, bp::Dense<784, 30>, bp::Dense<30, 10>>;
+  Net net{1};
+  const Mat<TestType> x = Mat<TestType>::Zero(783, 1);
+  const Eigen::Matrix<TestType, Eigen::Dynamic, 1> v =
+      Eigen::Matrix<TestType, Eigen::Dynamic, 1>::Zero(783);
+  CHECK_THROWS_AS(net.feedforward(x), std::invalid_argument);
+  CHECK_THROWS_WITH(net.feedforward(v), Contains("783") && Contains("784"));
+  CHECK_THROWS_WITH(net.feedforward(x), Contains("783") && Contains("784"));
+  const Mat<TestType> X = Mat<TestType>::Zero(784, 4);
+  const Mat<TestType> Y = Mat<TestType>::Zero(10, 3);
+  CHECK_THROWS_WITH(net.update_mini_batch(X, Y, 1.0), Contains("4") && Contains("3"));
+  const Mat<TestType> Y9 = Mat<TestType>::Zero(9, 4);
+  CHECK_THROWS_AS(net.update_mini_batch(X, Y9, 1.0), std::invalid_argument);
+  CHECK_THROWS_WITH(net.update_mini_batch(X, Y9, 1.0), Contains("9") && Contains("10"));
+  const Mat<TestType> Y10 = Mat<TestType>::Zero(10, 4);
+  CHECK_THROWS_AS(net.update_mini_batch(X, Y10, 0.0), std::invalid_argument);
+  CHECK_THROWS_AS(net.update_mini_batch(X, Y10, std::nan("")), std::invalid_argument);
+  CHECK_THROWS_AS(net.backprop(x, Y10.col(0)), std::invalid_argument);
+  CHECK_THROWS_AS(net.evaluate(X, Eigen::VectorXi::Zero(3)), std::invalid_argument);
+  const Net before = net;
+  CHECK_THROWS(net.update_mini_batch(X, Y9, 1.0));
+  CHECK(net == before);  // nothing changed
+}
+
+TEST_CASE("sgd rejects bad arguments with a message naming the argument", "[network][errors]") {
+  using Net = bp::Network<bp::Dense<4, 3>, bp::Dense<3, 2>>;
+  Net net{1};
+  bp::Dataset<float> data;
+  data.inputs = bptest::random_matrix<float>(4, 10, 1, 0.0, 1.0);
+  data.labels = Eigen::VectorXi::Zero(10);
+  data.targets = bp::one_hot<float>(data.labels, 2);
+  const bp::SgdOptions ok{.epochs = 1, .mini_batch_size = 5, .eta = 1.0, .on_epoch = bp::quiet};
+  CHECK_NOTHROW(net.sgd(data, ok));
+
+  auto with = [&](auto change) {
+    bp::SgdOptions o = ok;
+    change(o);
+    return o;
+  };
+  CHECK_THROWS_WITH(net.sgd(data, with([](auto& o) { o.mini_batch_size = 0; })),
+                    Contains("mini_batch_size") && Contains("0"));
+  CHECK_THROWS_WITH(net.sgd(data, with([](auto& o) { o.mini_batch_size = 11; })),
+                    Contains("mini_batch_size") && Contains("11"));
+  CHECK_THROWS_WITH(net.sgd(data, with([](auto& o) { o.eta = -1.0; })), Contains("eta"));
+  CHECK_THROWS_AS(net.sgd(data, with([](auto& o) { o.eta = INFINITY; })), std::invalid_argument);
+  CHECK_THROWS_WITH(net.sgd(data, with([](auto& o) { o.epochs = -1; })), Contains("epochs"));
+
+  bp::Dataset<float> bad = data;
+  bad.inputs(2, 3) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(net.sgd(bad, ok), Contains("NaN"));
+  bad = data;
+  bad.labels(4) = 2;
+  CHECK_THROWS_WITH(net.sgd(bad, ok), Contains("label 2"));
+  bad = data;
+  bad.targets.conservativeResize(2, 9);
+  CHECK_THROWS_AS(net.sgd(bad, ok), std::invalid_argument);
+  bp::Dataset<float> empty;
+  empty.inputs.resize(4, 0);
+  empty.targets.resize(2, 0);
+  CHECK_THROWS_WITH(net.sgd(empty, ok), Contains("empty"));
+  bp::Dataset<float> wrong_rows = data;
+  wrong_rows.inputs = Mat<float>::Zero(5, 10);
+  CHECK_THROWS_WITH(net.sgd(wrong_rows, ok), Contains("5") && Contains("4"));
+}
+
+TEST_CASE("feedforward is safe from several threads at once", "[network][threads]") {
+  using Net = bp::Network<bp::Dense<50, 40, bp::Tanh>, bp::Dense<40, 10, bp::Softmax>>;
+  const Net net{3};
+  const auto X = bptest::random_matrix<float>(50, 64, 4);
+  const Mat<float> expected = net.feedforward(X);
+  std::vector<Eigen::VectorXf> expected_cols;
+  for (Eigen::Index c = 0; c < X.cols(); ++c) expected_cols.emplace_back(net.feedforward(X.col(c)));
+  std::vector<int> ok(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      bool same = true;
+      for (int i = 0; i < 50; ++i) {
+        same = same && (net.feedforward(X) == expected);
+        same = same &&
+               (net.feedforward(X.col(i % 64)) == expected_cols[static_cast<std::size_t>(i % 64)]);
+      }
+      ok[static_cast<std::size_t>(t)] = same ? 1 : 0;
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int v : ok) CHECK(v == 1);
+}
+
+TEST_CASE("evaluate counts argmax matches", "[network]") {
+  using Net = bp::BasicNetwork<double, bp::Dense<2, 2, bp::Identity>>;
+  Net net{0};
+  net.layer<0>().weights().setIdentity();
+  net.layer<0>().biases().setZero();
+  Mat<double> X(2, 4);
+  X << 1, 0, 3, 0,  //
+      0, 1, 2, 5;
+  Eigen::VectorXi labels(4);
+  labels << 0, 1, 1, 1;
+  CHECK(net.evaluate(X, labels) == 3);
+}
