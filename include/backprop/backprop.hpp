@@ -14,4 +14,6 @@
 #include "network.hpp"
 #include "testing/gradient_check.hpp"
 #include "training/options.hpp"
+#include "training/progress.hpp"
+#include "training/report.hpp"
 #include "version.hpp"
