@@ -367,6 +367,15 @@ class BasicNetwork {
     return sum / n + 0.5 * lambda / n * squared_weight_norm();
   }
 
+  /// \brief True when every weight and bias is finite.
+  [[nodiscard]] bool parameters_finite() const {
+    bool ok = true;
+    detail::for_each_index<num_layers>([&](auto i) {
+      ok = ok && layer<i>().weights().allFinite() && layer<i>().biases().allFinite();
+    });
+    return ok;
+  }
+
   /// \brief Sum of squares of all weights (not biases).
   [[nodiscard]] double squared_weight_norm() const {
     double s = 0.0;
@@ -395,6 +404,8 @@ class BasicNetwork {
     using Clock = std::chrono::steady_clock;
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
       const auto start = Clock::now();
+      const bool guard = options.on_divergence == SgdOptions::OnDivergence::restore_and_throw;
+      if (guard) m_snapshot = m_layers;
       if (options.shuffle) m_rng.shuffle(order.begin(), order.end());
       double running = 0.0;
       for (Eigen::Index k = 0; k < n; k += m) {
@@ -408,6 +419,16 @@ class BasicNetwork {
         }
         const double decay = 1.0 - options.eta * options.lambda / static_cast<double>(n);
         step<Cost>(xb, yb, options.eta, decay);
+        if (guard && !parameters_finite()) {
+          m_layers = m_snapshot;
+          throw DivergenceError(
+              "sgd: training diverged in epoch " + std::to_string(epoch) + ", mini-batch " +
+              std::to_string(k / m + 1) + " (samples " + std::to_string(k) + " to " +
+              std::to_string(k + count - 1) + " of the shuffled order): a parameter became " +
+              "NaN or infinite with eta " + std::to_string(options.eta) +
+              "; the parameters from the start of epoch " + std::to_string(epoch) +
+              " were restored (set on_divergence = keep_going to skip this check)");
+        }
         if (options.on_batch) {
           constexpr std::size_t L = num_layers - 1;
           // The cost of the batch under the parameters before this step.
@@ -671,6 +692,8 @@ class BasicNetwork {
   Rng m_rng;
   // Workspace of the batched path, reused between mini-batches of the same size.
   std::array<Matrix, num_layers> m_z, m_a, m_d, m_g;
+  // Parameters at the start of the current sgd epoch, restored on divergence.
+  std::tuple<typename Layers::template Parameters<Scalar>...> m_snapshot;
 };
 
 /// \brief A `float` network: `Network<Dense<784, 30, Sigmoid>, Dense<30, 10, Sigmoid>>`.

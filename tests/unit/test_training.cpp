@@ -123,3 +123,33 @@ TEST_CASE("L2 regularisation decays the weights as network2 does", "[training][l
   const Eigen::MatrixXd expected = (1.0 - eta * lambda / 4.0) * w0;
   CHECK(bptest::relative_difference(net.layer<0>().weights(), expected) < 1e-15);
 }
+
+TEST_CASE("Divergence stops sgd with a clear error and restores the parameters",
+          "[training][divergence]") {
+  // Linear regression with eta far too large grows geometrically to infinity.
+  using Net = bp::Network<bp::Dense<3, 1, bp::Identity>>;
+  bp::Dataset<float> data;
+  data.inputs = bptest::random_matrix<float>(3, 50, 8, 0.5, 1.5);
+  data.targets = bptest::random_matrix<float>(1, 50, 9);
+  Net net{4};
+  const Net before = net;
+  bp::SgdOptions options{.epochs = 3, .mini_batch_size = 5, .eta = 1e5, .on_epoch = bp::quiet};
+  try {
+    net.sgd(data, options);
+    FAIL("sgd did not throw");
+  } catch (const bp::DivergenceError& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Contains("epoch 1") && Contains("mini-batch") && Contains("restored"));
+  }
+  CHECK(net == before);  // the parameters from the start of epoch 1
+  CHECK(net.parameters_finite());
+  // The network is still usable.
+  options.eta = 0.01;
+  CHECK_NOTHROW(net.sgd(data, options));
+
+  Net reckless{4};
+  options.eta = 1e5;
+  options.on_divergence = bp::SgdOptions::OnDivergence::keep_going;
+  CHECK_NOTHROW(reckless.sgd(data, options));
+  CHECK_FALSE(reckless.parameters_finite());
+}

@@ -128,6 +128,14 @@ struct SgdOptions {
   std::function<void(const EpochReport&)> on_epoch{};
   /// Called after every mini-batch when set (live progress).
   std::function<void(const BatchProgress&)> on_batch{};
+  /// What to do when a mini-batch step makes a parameter NaN or infinite (eta
+  /// far too large, say): `restore_and_throw` (default) puts back the
+  /// parameters from the start of that epoch and throws `DivergenceError` naming
+  /// the epoch and mini-batch; `keep_going` does not check.
+  enum class OnDivergence {
+    restore_and_throw,
+    keep_going
+  } on_divergence = OnDivergence::restore_and_throw;
 };
 
 /// \brief An `on_epoch` callback that prints nothing.
