@@ -28,6 +28,7 @@
 #include "concepts.hpp"
 #include "costs/costs.hpp"
 #include "data/dataset.hpp"
+#include "detail/meta.hpp"
 #include "errors.hpp"
 #include "init/initializers.hpp"
 #include "init/random.hpp"
@@ -65,14 +66,6 @@ struct LayerMustSatisfyLayerConcept {
                 "(e.g. backprop::Dense<In, Out, Activation>)");
   static constexpr bool value = true;
 };
-
-template <std::size_t N, class F>
-constexpr void for_each_index(F&& f) {
-  [&]<std::size_t... I>(std::index_sequence<I...>) {
-    (f(std::integral_constant<std::size_t, I>{}), ...);
-  }
-  (std::make_index_sequence<N>{});
-}
 
 /// Column vector of one layer's width (dynamic storage, as the parameters).
 template <class Scalar, int Rows>
@@ -271,14 +264,16 @@ class BasicNetwork {
   /// the old file or the complete new one, never a half-written one.
   /// \param path the file to create or replace
   /// \throws std::runtime_error naming `path` if it cannot be written (an existing
-  ///         file is then left as it was); ValueError if a parameter is not finite
+  ///         file is then left as it was); ValueError if a parameter is not finite;
+  ///         ShapeError if a parameter matrix was resized away from its layer's shape
   void save(const std::filesystem::path& path) const {
     detail::save_to_path(path, [this](std::ostream& os) { detail::save_binary(*this, os); });
   }
 
   /// \brief Writes the binary model format to `os` (open it in binary mode).
   /// \param os the destination stream
-  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not finite
+  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not
+  ///         finite; ShapeError if a parameter matrix was resized
   void save(std::ostream& os) const { detail::save_binary(*this, os); }
 
   /// \brief Loads parameters saved by `save`. The file must record this network's
@@ -305,7 +300,8 @@ class BasicNetwork {
   /// \param path the file to create or replace
   /// \param cost_name the "cost" entry, network2's cost class name
   /// \throws std::runtime_error naming `path` if it cannot be written (an existing
-  ///         file is then left as it was); ValueError if a parameter is not finite
+  ///         file is then left as it was); ValueError if a parameter is not finite;
+  ///         ShapeError if a parameter matrix was resized away from its layer's shape
   void save_json(const std::filesystem::path& path,
                  std::string_view cost_name = QuadraticCost::name) const {
     detail::save_to_path(
@@ -315,7 +311,8 @@ class BasicNetwork {
   /// \brief Writes network2.py's JSON to `os`.
   /// \param os the destination stream
   /// \param cost_name the "cost" entry, network2's cost class name
-  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not finite
+  /// \throws std::runtime_error if the stream fails; ValueError if a parameter is not
+  ///         finite; ShapeError if a parameter matrix was resized
   void save_json(std::ostream& os, std::string_view cost_name = QuadraticCost::name) const {
     detail::save_json(*this, os, cost_name);
   }

@@ -592,7 +592,7 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
   model_check_for_save(net, "save_json");
   if (!json_valid_utf8(cost_name)) throw ValueError("save_json: the cost name is not valid UTF-8");
   bool all_sigmoid = true;
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     const std::string_view name = ModelLayerActivation<Net, decltype(i)::value>::name;
     if (!json_valid_utf8(name)) {
       throw ValueError("save_json: the activation name of layer " +
@@ -610,10 +610,10 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
     }
   };
   out += "{\"sizes\": [" + std::to_string(Net::inputs);
-  model_for_each_layer<num_layers>(
+  for_each_index<num_layers>(
       [&](auto i) { out += ", " + std::to_string(model_layer_outputs<Net, decltype(i)::value>); });
   out += "], \"weights\": [";
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const auto& w = net.template layer<I>().weights();
     out += I > 0 ? ", [" : "[";
@@ -629,7 +629,7 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
     out += ']';
   });
   out += "], \"biases\": [";
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const auto& b = net.template layer<I>().biases();
     out += I > 0 ? ", [" : "[";
@@ -645,7 +645,7 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
   json_append_string(out, cost_name);
   if (!all_sigmoid) {
     out += ", \"activations\": [";
-    model_for_each_layer<num_layers>([&](auto i) {
+    for_each_index<num_layers>([&](auto i) {
       if (decltype(i)::value > 0) out += ", ";
       json_append_string(out, ModelLayerActivation<Net, decltype(i)::value>::name);
     });
@@ -676,7 +676,7 @@ std::string load_json(Net& net, std::istream& is) {
   std::vector<long long> net_sizes{Net::inputs};
   std::array<long long, num_layers> net_in{}, net_out{};
   std::array<std::string_view, num_layers> net_activations{};
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     net_in[I] = model_layer_inputs<Net, I>;
     net_out[I] = model_layer_outputs<Net, I>;
@@ -860,7 +860,7 @@ std::string load_json(Net& net, std::istream& is) {
   }
 
   ModelParameterTuple<Net> params = model_copy_parameters(net);
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     auto& prm = std::get<I>(params);
     const auto cols = static_cast<std::size_t>(net_in[I]);

@@ -66,6 +66,8 @@
 
 #include <Eigen/Core>
 
+#include "../detail/inflate.hpp"
+#include "../detail/meta.hpp"
 #include "../errors.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -82,58 +84,9 @@ namespace backprop::detail {
 static_assert(std::numeric_limits<float>::is_iec559 && std::numeric_limits<double>::is_iec559,
               "backprop model files store IEEE-754 scalars");
 
-/// \brief The four slicing tables of the reflected CRC-32 (polynomial 0xEDB88320):
-/// t[0] is the classic byte table, t[k][n] the CRC of byte n followed by k zero bytes.
-[[nodiscard]] constexpr std::array<std::array<std::uint32_t, 256>, 4>
-make_model_crc32_tables() noexcept {
-  std::array<std::array<std::uint32_t, 256>, 4> t{};
-  for (std::uint32_t n = 0; n < 256; ++n) {
-    std::uint32_t c = n;
-    for (int k = 0; k < 8; ++k) c = (c & 1U) != 0 ? 0xEDB88320U ^ (c >> 1) : c >> 1;
-    t[0][n] = c;
-  }
-  for (std::size_t k = 1; k < 4; ++k) {
-    for (std::size_t n = 0; n < 256; ++n) t[k][n] = (t[k - 1][n] >> 8) ^ t[0][t[k - 1][n] & 0xFFU];
-  }
-  return t;
-}
-
-inline constexpr std::array<std::array<std::uint32_t, 256>, 4> model_crc32_tables =
-    make_model_crc32_tables();
-
-/// \brief CRC-32 as in zlib, gzip and PNG (`model_crc32("123456789") == 0xCBF43926`),
-/// four bytes per step.
-/// \param data the bytes (may be null when `n` is 0)
-/// \param n number of bytes
-/// \param init the CRC of the bytes before `data` (0 to start), so checksums chain
-/// \returns the CRC-32 of the preceding bytes followed by `data[0..n)`
-[[nodiscard]] inline std::uint32_t model_crc32(const unsigned char* data, std::size_t n,
-                                               std::uint32_t init = 0) noexcept {
-  const auto& t = model_crc32_tables;
-  std::uint32_t c = ~init;
-  std::size_t i = 0;
-  for (; n - i >= 4; i += 4) {
-    c ^= static_cast<std::uint32_t>(data[i]) | (static_cast<std::uint32_t>(data[i + 1]) << 8) |
-         (static_cast<std::uint32_t>(data[i + 2]) << 16) |
-         (static_cast<std::uint32_t>(data[i + 3]) << 24);
-    c = t[3][c & 0xFFU] ^ t[2][(c >> 8) & 0xFFU] ^ t[1][(c >> 16) & 0xFFU] ^ t[0][c >> 24];
-  }
-  for (; i < n; ++i) c = t[0][(c ^ data[i]) & 0xFFU] ^ (c >> 8);
-  return ~c;
-}
-
 inline constexpr std::array<unsigned char, 4> model_magic = {'B', 'P', 'N', 'N'};
 inline constexpr std::uint32_t model_format_version = 1;
 inline constexpr std::uint32_t model_max_name_length = 255;
-
-/// Calls f(integral_constant<size_t, I>) for I = 0 .. N-1 in order.
-template <std::size_t N, class F>
-constexpr void model_for_each_layer(F&& f) {
-  [&]<std::size_t... I>(std::index_sequence<I...>) {
-    (f(std::integral_constant<std::size_t, I>{}), ...);
-  }
-  (std::make_index_sequence<N>{});
-}
 
 template <class Net, std::size_t I>
 using ModelLayerParameters =
@@ -155,7 +108,7 @@ using ModelParameterTuple = typename ModelParameterTupleImpl<Net>::type;
 /// throw in practice: the loaders' strong guarantee rests on it.
 template <class Net>
 void model_commit_parameters(Net& net, ModelParameterTuple<Net>&& params) noexcept {
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     net.template layer<I>() = std::move(std::get<I>(params));
   });
@@ -178,7 +131,7 @@ template <class Net>
     return ModelParameterTuple<Net>(net.template layer<I>()...);
   }
   (std::make_index_sequence<Net::num_layers>{});
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     std::get<I>(params).weights().resize(model_layer_outputs<Net, I>, model_layer_inputs<Net, I>);
     std::get<I>(params).biases().resize(model_layer_outputs<Net, I>);
@@ -245,7 +198,7 @@ template <class Scalar>
 template <class Net>
 [[nodiscard]] std::string model_first_nonfinite(const Net& net) {
   std::string problem;
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     if (!problem.empty()) return;
     const auto& p = net.template layer<I>();
@@ -273,7 +226,7 @@ template <class Net>
 /// not be loaded back). \param fn the caller's name for the message.
 template <class Net>
 void model_check_for_save(const Net& net, const char* fn) {
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const auto& p = net.template layer<I>();
     const auto shape = [](long long r, long long c) {
@@ -336,7 +289,7 @@ class ModelByteWriter {
   }
 
   void flush() {
-    m_crc = model_crc32(m_buf.data(), m_used, m_crc);
+    m_crc = crc32(m_buf.data(), m_used, m_crc);
     m_os.write(reinterpret_cast<const char*>(m_buf.data()), static_cast<std::streamsize>(m_used));
     m_used = 0;
   }
@@ -363,7 +316,7 @@ class ModelByteReader {
       }
       got = static_cast<std::size_t>(m_is.gcount());
     }
-    m_crc = model_crc32(dst, got, m_crc);
+    m_crc = crc32(dst, got, m_crc);
     m_offset += got;
     if (got != n) truncated(what, n - got);
   }
@@ -452,7 +405,7 @@ void save_binary(const Net& net, std::ostream& os) {
   w.u32(std::is_same_v<Scalar, float> ? 1U : 2U);
   w.u32(static_cast<std::uint32_t>(sizeof(Scalar)));
   w.u32(static_cast<std::uint32_t>(Net::num_layers));
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const std::string_view name = ModelLayerActivation<Net, I>::name;
     if (name.empty() || name.size() > model_max_name_length) {
@@ -465,7 +418,7 @@ void save_binary(const Net& net, std::ostream& os) {
     w.u32(static_cast<std::uint32_t>(name.size()));
     w.text(name);
   });
-  model_for_each_layer<Net::num_layers>([&](auto i) {
+  for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const auto& p = net.template layer<I>();
     for (Eigen::Index r = 0; r < p.weights().rows(); ++r) {
@@ -521,7 +474,7 @@ void load_binary(Net& net, std::istream& is) {
                            (file_layers == 1 ? " layer" : " layers") + ", this network has " +
                            std::to_string(num_layers));
   }
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     const std::string where = " of layer " + std::to_string(I);
     const std::uint32_t in = reader.u32("the inputs" + where);
@@ -553,7 +506,7 @@ void load_binary(Net& net, std::istream& is) {
   });
 
   std::uint64_t expected_size = reader.offset() + 4;
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     constexpr auto in = static_cast<std::uint64_t>(model_layer_inputs<Net, I>);
     constexpr auto out = static_cast<std::uint64_t>(model_layer_outputs<Net, I>);
@@ -564,7 +517,7 @@ void load_binary(Net& net, std::istream& is) {
   // Parse into copies; `net` is touched only after everything has been validated.
   ModelParameterTuple<Net> params = model_copy_parameters(net);
   std::string bad_value;
-  model_for_each_layer<num_layers>([&](auto i) {
+  for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
     constexpr auto in = static_cast<std::uint64_t>(model_layer_inputs<Net, I>);
     constexpr auto out = static_cast<std::uint64_t>(model_layer_outputs<Net, I>);
