@@ -20,7 +20,22 @@ install(FILES "${PROJECT_BINARY_DIR}/backprop-config.cmake"
               "${PROJECT_BINARY_DIR}/backprop-config-version.cmake"
         DESTINATION "${BACKPROP_CMAKE_DIR}")
 
+# The .pc file finds its prefix from its own location, so the installed tree
+# can be moved (and `cmake --install --prefix` works).
+set(BACKPROP_PC_DIR "${CMAKE_INSTALL_DATADIR}/pkgconfig")
+if(IS_ABSOLUTE "${BACKPROP_PC_DIR}")
+  set(BACKPROP_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH _bp_pc_up "/${BACKPROP_PC_DIR}" "/")
+  string(REGEX REPLACE "/$" "" _bp_pc_up "${_bp_pc_up}")
+  set(BACKPROP_PC_PREFIX "\${pcfiledir}/${_bp_pc_up}")
+endif()
+if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(BACKPROP_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+else()
+  set(BACKPROP_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/backprop.pc.in"
                "${PROJECT_BINARY_DIR}/backprop.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/backprop.pc"
-        DESTINATION "${CMAKE_INSTALL_DATADIR}/pkgconfig")
+        DESTINATION "${BACKPROP_PC_DIR}")

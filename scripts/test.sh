@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): bash scripts/test.sh
+#
+# Installs what is missing on Debian 12 (as root), then runs the CI stages in
+# order, each in its own build directory build/ci-<stage>, and stops at the
+# first failing stage. Ends with a table of stages and the line
+# "<passed> passed, <failed> failed" (ctest tests summed over all ctest runs;
+# the stages that are not ctest runs - headers, package, format - count as one
+# test each).
+#
+# Environment:
+#   BACKPROP_CI_STAGES   comma-separated subset, e.g. "gcc,format" (default: all)
+#   BACKPROP_CI_CLEAN=1  wipe each stage's build directory first
+#   BACKPROP_CI_VERBOSE=1  stream the stages' output instead of logging it
+#   BACKPROP_JOBS        parallel jobs for builds and ctest (default 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+all_stages=(gcc clang asan headers compile-fail package examples format)
+jobs=${BACKPROP_JOBS:-2}
+
+# ---- packages ---------------------------------------------------------------
+packages=(cmake g++ make libeigen3-dev catch2 pkg-config clang clang-format libclang-rt-14-dev
+  npm ca-certificates gzip)
+
+install_missing_packages() {
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "note: not a Debian system; not checking packages (need: ${packages[*]})"
+    return 0
+  fi
+  local missing=() p
+  for p in "${packages[@]}"; do
+    # An npm that came with another nodejs build (NodeSource's bundles it and
+    # conflicts with Debian's npm package) is fine too.
+    [[ "$p" == npm ]] && command -v npm >/dev/null 2>&1 && continue
+    if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "error: missing packages: ${missing[*]}" >&2
+    echo "install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "== installing missing packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# ---- stage selection ----------------------------------------------------------
+selected=()
+if [[ -n "${BACKPROP_CI_STAGES:-}" ]]; then
+  IFS=',' read -r -a requested <<<"${BACKPROP_CI_STAGES// /}"
+  for s in "${requested[@]}"; do
+    [[ -z "$s" ]] && continue
+    [[ "$s" == compile_fail ]] && s=compile-fail
+    if [[ " ${all_stages[*]} " != *" $s "* ]]; then
+      echo "error: unknown stage '$s' in BACKPROP_CI_STAGES; stages: ${all_stages[*]}" >&2
+      exit 2
+    fi
+  done
+  for s in "${all_stages[@]}"; do  # keep the canonical order
+    for r in "${requested[@]}"; do
+      [[ "$r" == compile_fail ]] && r=compile-fail
+      if [[ "$r" == "$s" ]]; then
+        selected+=("$s")
+        break
+      fi
+    done
+  done
+else
+  selected=("${all_stages[@]}")
+fi
+
+install_missing_packages
+
+cxx_gcc=g++
+cxx_clang=clang++-14
+command -v "$cxx_clang" >/dev/null 2>&1 || cxx_clang=clang++
+clang_format=clang-format-14
+command -v "$clang_format" >/dev/null 2>&1 || clang_format=clang-format
+
+mkdir -p build
+total_passed=0
+total_failed=0
+stage_names=()
+stage_status=()
+stage_seconds=()
+stage_counts=()
+tally=""  # file of "<passed> <failed>" lines of the running stage
+
+count() { echo "$1 $2" >>"$tally"; }
+
+# run_ctest <build dir> <ctest args...>: runs ctest with a JUnit report and adds
+# its results to the stage's tallies.
+run_ctest() {
+  local dir=$1
+  shift
+  local junit
+  junit="$(cd "$dir" && pwd)/ctest-junit.xml"
+  rm -f "$junit"
+  local rc=0
+  (cd "$dir" && ctest -j "$jobs" --output-on-failure --no-tests=error --output-junit "$junit" \
+    "$@") || rc=$?
+  local p=0 f=0
+  if [[ -f "$junit" ]]; then
+    p=$(grep -c 'status="run"' "$junit" || true)
+    f=$(grep -c 'status="fail"' "$junit" || true)
+  fi
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+  count "$p" "$f"
+  return "$rc"
+}
+
+# configure <build dir> <cmake args...>
+configure() {
+  local dir=$1
+  shift
+  [[ "${BACKPROP_CI_CLEAN:-0}" == 1 ]] && rm -rf "$dir"
+  cmake -S "$root" -B "$dir" "$@"
+}
+
+fetch_mnist() {
+  if [[ ! -f scripts/fetch_mnist.sh ]]; then
+    echo "note: scripts/fetch_mnist.sh does not exist; mnist-labelled tests get no data"
+    return 0
+  fi
+  if ! bash scripts/fetch_mnist.sh; then
+    echo "error: scripts/fetch_mnist.sh failed (offline?). The mnist-labelled tests of the" >&2
+    echo "gcc stage need the MNIST files; fetch them when online, or run the other stages" >&2
+    echo "with e.g. BACKPROP_CI_STAGES=clang,asan,headers,compile-fail,package,examples,format" >&2
+    return 1
+  fi
+}
+
+gcc_args=(-DCMAKE_CXX_COMPILER="$cxx_gcc" -DCMAKE_BUILD_TYPE=Release
+  "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" -DBACKPROP_WERROR=ON)
+
+# ---- stages -------------------------------------------------------------------
+stage_gcc() {
+  fetch_mnist
+  configure build/ci-gcc "${gcc_args[@]}"
+  cmake --build build/ci-gcc -j "$jobs"
+  run_ctest build/ci-gcc
+}
+
+stage_clang() {
+  # Assertions stay on (no NDEBUG) here; the gcc stage tests the NDEBUG build.
+  configure build/ci-clang -DCMAKE_CXX_COMPILER="$cxx_clang" -DCMAKE_BUILD_TYPE=Release \
+    "-DCMAKE_CXX_FLAGS_RELEASE=-O2" -DBACKPROP_WERROR=ON
+  cmake --build build/ci-clang -j "$jobs"
+  run_ctest build/ci-clang -LE mnist
+}
+
+stage_asan() {
+  local flags="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  # clang: compiles the Eigen-heavy tests about 20% faster than g++ with sanitizers.
+  configure build/ci-asan -DCMAKE_CXX_COMPILER="$cxx_clang" -DCMAKE_BUILD_TYPE= \
+    "-DCMAKE_CXX_FLAGS=$flags" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
+    -DBACKPROP_WERROR=ON
+  cmake --build build/ci-asan -j "$jobs"
+  # The compile-fail tests only run the compiler with -fsyntax-only: identical to
+  # the clang stage, nothing for the sanitizers to see.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_ctest build/ci-asan -LE 'mnist|compile_fail'
+}
+
+stage_headers() {
+  configure build/ci-headers -DCMAKE_CXX_COMPILER="$cxx_gcc" -DBACKPROP_BUILD_TESTS=OFF \
+    -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_VERIFY_HEADERS=ON
+  cmake --build build/ci-headers -j "$jobs" --target all_verify_interface_header_sets
+  count 1 0
+}
+
+stage_compile_fail() {
+  # With both compilers: the diagnostics differ and both must name our message.
+  local cxx name
+  for cxx in "$cxx_gcc" "$cxx_clang"; do
+    name=${cxx%%-*}
+    name=${name//+/x}
+    configure "build/ci-compile-fail/$name" -DCMAKE_CXX_COMPILER="$cxx" \
+      -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=ON
+    run_ctest "build/ci-compile-fail/$name" -R '^compile_'
+  done
+}
+
+stage_package() {
+  [[ "${BACKPROP_CI_CLEAN:-0}" == 1 ]] && rm -rf build/ci-package
+  CXX="$cxx_gcc" bash tests/package/run_package_tests.sh "$root" build/ci-package
+  count 1 0
+}
+
+stage_examples() {
+  # Uses the gcc build (stage 1); builds it here if this run skipped stage 1.
+  configure build/ci-gcc "${gcc_args[@]}"
+  cmake --build build/ci-gcc -j "$jobs"
+  local n
+  n=$(cd build/ci-gcc && ctest -N -L example | sed -n 's/^Total Tests: //p')
+  if [[ "${n:-0}" -gt 0 ]]; then
+    run_ctest build/ci-gcc -L example
+  else
+    echo "note: no ctest tests labelled 'example'; the examples were only built"
+    count 1 0
+  fi
+}
+
+stage_format() {
+  local files=()
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # Tracked files plus new, not ignored ones (so they are checked before commit).
+    mapfile -t files < <(git ls-files --cached --others --exclude-standard -- \
+      'include/*.hpp' 'include/*.cpp' 'tests/*.hpp' 'tests/*.cpp' 'examples/*.hpp' \
+      'examples/*.cpp' 'bench/*.hpp' 'bench/*.cpp' | sort -u)
+  else
+    mapfile -t files < <(find include tests examples bench -type f \
+      \( -name '*.hpp' -o -name '*.cpp' \) 2>/dev/null | sort)
+  fi
+  local existing=() f
+  for f in "${files[@]}"; do [[ -f "$f" ]] && existing+=("$f"); done
+  echo "checking ${#existing[@]} files with $($clang_format --version)"
+  [[ ${#existing[@]} -eq 0 ]] && return 0
+  local bad=()
+  for f in "${existing[@]}"; do
+    "$clang_format" --dry-run --Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+  done
+  if [[ ${#bad[@]} -gt 0 ]]; then
+    "$clang_format" --dry-run --Werror "${bad[@]}" 2>&1 | head -n 60 || true
+    echo "not clang-formatted (fix with: $clang_format -i <file>):"
+    printf '  %s\n' "${bad[@]}"
+    return 1
+  fi
+  count 1 0
+}
+
+# ---- driver -------------------------------------------------------------------
+print_summary() {
+  echo
+  echo "== summary"
+  printf '%-14s %-7s %8s  %s\n' stage result seconds tests
+  local i
+  for i in "${!stage_names[@]}"; do
+    printf '%-14s %-7s %8s  %s\n' "${stage_names[$i]}" "${stage_status[$i]}" \
+      "${stage_seconds[$i]}" "${stage_counts[$i]}"
+  done
+  echo "$total_passed passed, $total_failed failed"
+}
+
+run_start=$(date +%s)
+for stage in "${selected[@]}"; do
+  echo
+  echo "==== stage: $stage"
+  log="$root/build/ci-$stage.log"
+  tally="$root/build/ci-$stage.tally"
+  : >"$tally"
+  start=$(date +%s)
+  fn="stage_${stage//-/_}"
+  # Not as `"$fn" || rc=$?`: bash would ignore set -e inside the stage.
+  set +e
+  if [[ "${BACKPROP_CI_VERBOSE:-0}" == 1 ]]; then
+    (set -e; "$fn") 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+  else
+    echo "(log: build/ci-$stage.log)"
+    (set -e; "$fn") >"$log" 2>&1
+    rc=$?
+  fi
+  set -e
+  read -r stage_passed stage_failed < <(awk '{p += $1; f += $2} END {print p + 0, f + 0}' "$tally")
+  # A stage that failed outside ctest (configure, build, script) counts once.
+  if [[ $rc -ne 0 && $stage_failed -eq 0 ]]; then stage_failed=1; fi
+  seconds=$(($(date +%s) - start))
+  total_passed=$((total_passed + stage_passed))
+  total_failed=$((total_failed + stage_failed))
+  stage_names+=("$stage")
+  stage_seconds+=("$seconds")
+  stage_counts+=("$stage_passed passed, $stage_failed failed")
+  if [[ $rc -ne 0 ]]; then
+    stage_status+=(FAILED)
+    echo "stage $stage FAILED after ${seconds}s (exit $rc); last lines of build/ci-$stage.log:"
+    if [[ "${BACKPROP_CI_VERBOSE:-0}" != 1 ]]; then tail -n 80 "$log"; fi
+    print_summary
+    exit 1
+  fi
+  stage_status+=(ok)
+  echo "stage $stage ok in ${seconds}s ($stage_passed passed)"
+done
+echo
+echo "all stages passed in $(($(date +%s) - run_start))s"
+print_summary
