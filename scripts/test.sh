@@ -16,8 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+exec 3>&1  # the terminal, for the few lines a logged stage shows directly
 
-all_stages=(gcc clang asan headers compile-fail package examples format)
+all_stages=(gcc clang asan tsan fuzz headers compile-fail package examples format)
 jobs=${BACKPROP_JOBS:-2}
 
 # ---- packages ---------------------------------------------------------------
@@ -168,6 +169,31 @@ stage_asan() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_ctest build/ci-asan -LE 'mnist|compile_fail'
+}
+
+stage_tsan() {
+  # ThreadSanitizer over concurrent feedforward on one shared network.
+  local flags="-O1 -g -fsanitize=thread -fno-omit-frame-pointer"
+  configure build/ci-tsan -DCMAKE_CXX_COMPILER="$cxx_gcc" -DCMAKE_BUILD_TYPE= \
+    "-DCMAKE_CXX_FLAGS=$flags" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread" \
+    -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=OFF
+  cmake --build build/ci-tsan -j "$jobs" --target test_network
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/ci-tsan/tests/test_network "[threads]"
+  count 1 0
+}
+
+stage_fuzz() {
+  # libFuzzer (clang) on the IDX reader, the model loader and the JSON reader:
+  # replay the seed corpora, then fuzz each for BACKPROP_FUZZ_SECONDS (default 60).
+  configure build/ci-fuzz -DCMAKE_CXX_COMPILER="$cxx_clang" -DBACKPROP_BUILD_FUZZERS=ON \
+    -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=OFF \
+    -DBACKPROP_FUZZ_SECONDS="${BACKPROP_FUZZ_SECONDS:-60}"
+  cmake --build build/ci-fuzz -j "$jobs" --target fuzz_idx_load fuzz_model_load fuzz_json_load
+  local rc=0
+  run_ctest build/ci-fuzz -L fuzz -V || rc=$?
+  grep -E "^[0-9]+: (Test command|stat::number_of_executed_units|Done [0-9]+ runs)" \
+    "$root/build/ci-fuzz.log" >&3 || true
+  return "$rc"
 }
 
 stage_headers() {

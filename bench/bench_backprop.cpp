@@ -1,0 +1,206 @@
+// Benchmark of backprop (this library) and of the plain-Eigen peer (plain_eigen.cpp)
+// on workloads W1-W6 (see common.hpp and bench/README.md). Prints progress to stderr
+// and writes the results as JSON (--json FILE, else stdout).
+//
+//   bench_backprop [--threads N] [--runs R] [--samples N] [--data FILE] [--only W1,W4]
+//                  [--limit W4=12800] [--check] [--peak] [--json FILE]
+//   bench_backprop --write-data FILE [--samples N] [--mnist DIR]
+#include <Eigen/Core>
+#include <backprop/backprop.hpp>
+#include <numeric>
+
+#include "common.hpp"
+#include "mnist_data.hpp"
+#include "plain_eigen.hpp"
+
+namespace bp = backprop;
+
+namespace {
+
+using W1Net = bp::Network<bp::Dense<784, 30, bp::Sigmoid>, bp::Dense<30, 10, bp::Sigmoid>>;
+using W2Net = bp::Network<bp::Dense<784, 100, bp::Sigmoid>, bp::Dense<100, 10, bp::Sigmoid>>;
+using W3Net = bp::Network<bp::Dense<784, 256, bp::Sigmoid>, bp::Dense<256, 128, bp::Sigmoid>,
+                          bp::Dense<128, 10, bp::Sigmoid>>;
+using W4Net = bp::Network<bp::Dense<784, 1024, bp::ReLU>, bp::Dense<1024, 1024, bp::ReLU>,
+                          bp::Dense<1024, 10, bp::Softmax>>;
+
+/// Sets every layer of `net` to the shared initial parameters.
+template <class Net>
+void set_parameters(Net& net, const std::vector<bench::LayerInit>& init) {
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((net.template layer<I>().weights() =
+          Eigen::Map<const Eigen::MatrixXf>(init[I].weights.data(), init[I].out, init[I].in),
+      net.template layer<I>().biases() =
+          Eigen::Map<const Eigen::VectorXf>(init[I].biases.data(), init[I].out)),
+     ...);
+  }
+  (std::make_index_sequence<Net::num_layers>{});
+}
+
+bp::Dataset<float> to_dataset(const bench::Data& d, std::int64_t n) {
+  bp::Dataset<float> ds;
+  ds.inputs = Eigen::Map<const Eigen::MatrixXf>(d.x.data(), d.inputs, n);
+  ds.labels.resize(n);
+  for (std::int64_t i = 0; i < n; ++i) ds.labels(i) = d.labels[static_cast<std::size_t>(i)];
+  ds.targets = bp::one_hot<float>(ds.labels, 10);
+  return ds;
+}
+
+/// One epoch of net.sgd() (shuffle + gather + update_mini_batch), the user's path;
+/// also update_mini_batch on contiguous columns (no shuffle, no gather) for comparison.
+template <class Net, class Cost>
+void train_workload(const bench::Workload& w, const bench::Options& o,
+                    const bp::Dataset<float>& full, bench::Report& report) {
+  const std::int64_t n = o.samples_for(w.id, full.size());
+  const bp::Dataset<float> ds = n == full.size() ? full : full.slice(0, n);
+  const auto init = bench::initial_parameters(w);
+  auto net = std::make_unique<Net>(1);
+  const bp::SgdOptions options{
+      .epochs = 1, .mini_batch_size = w.batch, .eta = w.eta, .on_epoch = bp::quiet};
+  set_parameters(*net, init);
+  net->template sgd<Cost>(ds.slice(0, std::min<std::int64_t>(n, 2048)), options);  // warm-up
+  bench::Record r{w.id, "train", n, bench::training_flops(w), "net.sgd(), 1 epoch"};
+  bench::repeat(r, o.runs, [&] {
+    set_parameters(*net, init);
+    bench::Timer timer;
+    net->template sgd<Cost>(ds, options);
+    return timer.stop();
+  });
+  report.add(r);
+
+  bench::Record c{w.id, "train_contiguous", n, bench::training_flops(w),
+                  "update_mini_batch(X.middleCols(k, m), ...) without shuffle or gather"};
+  bench::repeat(c, o.runs, [&] {
+    set_parameters(*net, init);
+    bench::Timer timer;
+    for (Eigen::Index k = 0; k < n; k += w.batch) {
+      const Eigen::Index m = std::min<Eigen::Index>(w.batch, n - k);
+      net->template update_mini_batch<Cost>(ds.inputs.middleCols(k, m), ds.targets.middleCols(k, m),
+                                            w.eta);
+    }
+    return timer.stop();
+  });
+  report.add(c);
+}
+
+template <class Net, class Cost>
+void check_workload(const bench::Workload& w, const bench::Data& d, const bp::Dataset<float>& full,
+                    bench::Report& report) {
+  auto net = std::make_unique<Net>(1);
+  set_parameters(*net, bench::initial_parameters(w));
+  net->template sgd<Cost>(full.slice(0, bench::check_samples), {.epochs = 1,
+                                                                .mini_batch_size = w.batch,
+                                                                .eta = w.eta,
+                                                                .shuffle = false,
+                                                                .on_epoch = bp::quiet});
+  const Eigen::MatrixXf out = net->feedforward(full.inputs.leftCols(bench::check_eval_samples));
+  bench::Record r{w.id, "check", bench::check_samples, 0, "cost on the first 1000 samples"};
+  r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) { return out(k, i); });
+  report.add(r);
+}
+
+void run_ours(const bench::Options& o, const bench::Data& d, bench::Report& report) {
+  const bp::Dataset<float> full = to_dataset(d, d.n);
+  const auto& ws = bench::training_workloads();
+  if (o.check) {
+    check_workload<W1Net, bp::QuadraticCost>(ws[0], d, full, report);
+    check_workload<W4Net, bp::LogLikelihoodCost>(ws[3], d, full, report);
+    return;
+  }
+  if (o.wants("W1")) train_workload<W1Net, bp::QuadraticCost>(ws[0], o, full, report);
+  if (o.wants("W2")) train_workload<W2Net, bp::QuadraticCost>(ws[1], o, full, report);
+  if (o.wants("W3")) train_workload<W3Net, bp::QuadraticCost>(ws[2], o, full, report);
+  if (o.wants("W4")) train_workload<W4Net, bp::LogLikelihoodCost>(ws[3], o, full, report);
+
+  if (o.wants("W5")) {
+    const bench::Workload w = bench::w5_workload();
+    W2Net net(1);
+    set_parameters(net, bench::initial_parameters(w));
+    const std::int64_t n1 = std::min<std::int64_t>(10000, d.n);
+    float sink = 0;
+    bench::Record lat{"W5", "latency", n1, bench::forward_flops(w),
+                      "feedforward(x.col(i)), batch 1"};
+    bench::repeat(lat, o.runs, [&] {
+      bench::Timer timer;
+      for (std::int64_t i = 0; i < n1; ++i) sink += net.feedforward(full.inputs.col(i))(0);
+      return timer.stop();
+    });
+    report.add(lat);
+    bench::Record thr{"W5", "throughput", n1, bench::forward_flops(w),
+                      "feedforward(X) on 10000 columns"};
+    sink += net.feedforward(full.inputs.leftCols(n1))(0, 0);
+    bench::repeat(thr, std::max(o.runs, 5), [&] {
+      bench::Timer timer;
+      sink += net.feedforward(full.inputs.leftCols(n1))(0, 0);
+      return timer.stop();
+    });
+    report.add(thr);
+    if (sink == 12345.0f) std::cerr << "";
+  }
+
+  if (o.wants("W6")) {
+    const bench::Workload w = bench::w6_workload();
+    W1Net net(1);
+    set_parameters(net, bench::initial_parameters(w));
+    const std::int64_t n = o.samples_for("W6", d.n);
+    float sink = 0;
+    bench::Record r{"W6", "backprop", n, bench::training_flops(w),
+                    "auto [nb, nw] = net.backprop(x, y)"};
+    bench::repeat(r, o.runs, [&] {
+      bench::Timer timer;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const auto [nb, nw] = net.backprop(full.inputs.col(i), full.targets.col(i));
+        sink += std::get<0>(nw)(0, 0);
+      }
+      return timer.stop();
+    });
+    report.add(r);
+    if (sink == 12345.0f) std::cerr << "";
+  }
+}
+
+void describe(bench::Report& r, const bench::Options& o, const bench::Data& d) {
+  r.meta("data", d.source);
+  r.meta("compiler", __VERSION__);
+#ifdef BENCH_CXX_FLAGS
+  r.meta("flags", BENCH_CXX_FLAGS);
+#endif
+  r.meta("eigen", std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
+                      "." + std::to_string(EIGEN_MINOR_VERSION));
+  r.meta("simd", Eigen::SimdInstructionSetsInUse());
+  r.meta("eigen_threads", std::to_string(Eigen::nbThreads()));
+  r.meta("requested_threads", std::to_string(o.threads));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const bench::Options o = bench::parse_options(argc, argv);
+  if (!o.write_data.empty()) {
+    bench::Data d;
+    if (!o.mnist.empty() && bench::load_mnist_data(o.mnist, o.samples, d)) {
+      std::cerr << "bench_backprop: data from MNIST in " << o.mnist << '\n';
+    } else {
+      if (!o.mnist.empty()) std::cerr << "bench_backprop: no MNIST, using synthetic data\n";
+      d = bench::synthetic_data(o.samples);
+    }
+    bench::write_data(d, o.write_data);
+    std::cerr << "bench_backprop: wrote " << d.n << " samples (" << d.source << ") to "
+              << o.write_data << '\n';
+    return 0;
+  }
+  Eigen::setNbThreads(o.threads);
+  const bench::Data d = bench::load_data(o);
+  bench::Report ours("backprop", o);
+  bench::Report plain("eigen", o);
+  describe(ours, o, d);
+  describe(plain, o, d);
+  run_ours(o, d, ours);
+  bench::run_plain_eigen(o, d, plain);
+  if (o.peak) bench::measure_eigen_peak(2048, o.runs, plain);
+  bench::write_reports(o.json, {&ours, &plain});
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "bench_backprop: " << e.what() << '\n';
+  return 1;
+}

@@ -1,0 +1,226 @@
+// The tiny-dnn peer: the workloads of common.hpp as network<sequential> of
+// fully_connected_layer<Act>, trained with network::fit and gradient_descent.
+// tiny-dnn divides the summed gradient by the batch size and gradient_descent does
+// w -= alpha * dw, so alpha = eta with the loss below (1/2 ||a - y||^2, da = a - y)
+// is exactly backprop's update. W4 uses softmax + cross_entropy_multiclass (tiny-dnn
+// back-propagates the full softmax Jacobian, so the gradient is a - y as well).
+#include <tiny_dnn/tiny_dnn.h>
+#include <numeric>
+#include <thread>
+
+#include "common.hpp"
+
+namespace {
+
+namespace td = tiny_dnn;
+
+/// C = 1/2 ||a - y||^2 per sample, as the seed's QuadraticCost.
+struct HalfSquaredError {
+  static td::float_t f(const td::vec_t& y, const td::vec_t& t) {
+    td::float_t d = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) d += (y[i] - t[i]) * (y[i] - t[i]);
+    return d / 2;
+  }
+  static td::vec_t df(const td::vec_t& y, const td::vec_t& t) {
+    td::vec_t d(y.size());
+    for (std::size_t i = 0; i < y.size(); ++i) d[i] = y[i] - t[i];
+    return d;
+  }
+};
+
+std::unique_ptr<td::network<td::sequential>> make_net(const bench::Workload& w) {
+  auto net = std::make_unique<td::network<td::sequential>>();
+  const std::size_t layers = w.sizes.size() - 1;
+  for (std::size_t l = 0; l < layers; ++l) {
+    const auto in = static_cast<td::serial_size_t>(w.sizes[l]);
+    const auto out = static_cast<td::serial_size_t>(w.sizes[l + 1]);
+    const bench::Act act = l + 1 == layers ? w.output : w.hidden;
+    switch (act) {
+      case bench::Act::sigmoid:
+        *net << td::fully_connected_layer<td::activation::sigmoid>(in, out);
+        break;
+      case bench::Act::relu:
+        *net << td::fully_connected_layer<td::activation::relu>(in, out);
+        break;
+      case bench::Act::softmax:
+        *net << td::fully_connected_layer<td::activation::softmax>(in, out);
+        break;
+    }
+  }
+  net->init_weight();
+  return net;
+}
+
+/// Writes the shared initial parameters; tiny-dnn stores W(r, c) at c * out + r,
+/// the same column-major layout as LayerInit.
+void reset_to(td::network<td::sequential>& net, const std::vector<bench::LayerInit>& init) {
+  for (std::size_t l = 0; l < init.size(); ++l) {
+    auto params = net[l]->weights();
+    std::copy(init[l].weights.begin(), init[l].weights.end(), params[0]->begin());
+    std::copy(init[l].biases.begin(), init[l].biases.end(), params[1]->begin());
+  }
+}
+
+struct Samples {
+  std::vector<td::vec_t> x;
+  std::vector<td::vec_t> y;
+};
+
+Samples make_samples(const bench::Data& d, std::int64_t n) {
+  Samples s;
+  s.x.reserve(static_cast<std::size_t>(n));
+  s.y.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    s.x.emplace_back(d.sample(i), d.sample(i) + d.inputs);
+    td::vec_t y(10, 0);
+    y[d.labels[static_cast<std::size_t>(i)]] = 1;
+    s.y.push_back(std::move(y));
+  }
+  return s;
+}
+
+void fit(td::network<td::sequential>& net, const bench::Workload& w, const Samples& s,
+         std::size_t batch) {
+  td::gradient_descent opt;
+  opt.alpha = static_cast<td::float_t>(w.eta);
+  if (w.cost == bench::Cost::log_likelihood) {
+    net.fit<td::cross_entropy_multiclass>(opt, s.x, s.y, batch, 1);
+  } else {
+    net.fit<HalfSquaredError>(opt, s.x, s.y, batch, 1);
+  }
+}
+
+/// Shuffles x and y together (moves of the vectors, no copies).
+void shuffle(Samples& s, std::uint64_t& state) {
+  for (std::size_t i = s.x.size(); i > 1; --i) {
+    state = bench::splitmix64(state);
+    const std::size_t j = state % i;
+    std::swap(s.x[i - 1], s.x[j]);
+    std::swap(s.y[i - 1], s.y[j]);
+  }
+}
+
+void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
+  if (o.check) {
+    const Samples s = make_samples(d, bench::check_samples);
+    for (const auto& w : bench::training_workloads()) {
+      if (w.id != "W1" && w.id != "W4") continue;
+      auto net = make_net(w);
+      reset_to(*net, bench::initial_parameters(w));
+      fit(*net, w, s, static_cast<std::size_t>(w.batch));
+      std::vector<td::vec_t> out;
+      for (std::int64_t i = 0; i < bench::check_eval_samples; ++i) {
+        out.push_back(net->predict(s.x[static_cast<std::size_t>(i)]));
+      }
+      bench::Record r{w.id, "check", bench::check_samples, 0, "cost on the first 1000 samples"};
+      r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) {
+        return out[static_cast<std::size_t>(i)][static_cast<std::size_t>(k)];
+      });
+      report.add(r);
+    }
+    return;
+  }
+
+  std::uint64_t state = 42;
+  for (const auto& w : bench::training_workloads()) {
+    if (!o.wants(w.id)) continue;
+    const std::int64_t n = o.samples_for(w.id, d.n);
+    Samples s = make_samples(d, n);
+    const auto init = bench::initial_parameters(w);
+    auto net = make_net(w);
+    reset_to(*net, init);
+    {
+      Samples warm;
+      const std::size_t k = static_cast<std::size_t>(std::min<std::int64_t>(n, 512));
+      warm.x.assign(s.x.begin(), s.x.begin() + static_cast<std::ptrdiff_t>(k));
+      warm.y.assign(s.y.begin(), s.y.begin() + static_cast<std::ptrdiff_t>(k));
+      fit(*net, w, warm, static_cast<std::size_t>(w.batch));
+    }
+    bench::Record r{w.id, "train", n, bench::training_flops(w),
+                    "network::fit(gradient_descent), shuffled vectors"};
+    bench::repeat(r, o.runs, [&] {
+      reset_to(*net, init);
+      bench::Timer timer;
+      shuffle(s, state);
+      fit(*net, w, s, static_cast<std::size_t>(w.batch));
+      return timer.stop();
+    });
+    report.add(r);
+  }
+
+  if (o.wants("W5")) {
+    const bench::Workload w = bench::w5_workload();
+    auto net = make_net(w);
+    reset_to(*net, bench::initial_parameters(w));
+    const std::int64_t n1 = std::min<std::int64_t>(10000, d.n);
+    const Samples s = make_samples(d, n1);
+    float sink = 0;
+    bench::Record lat{"W5", "latency", n1, bench::forward_flops(w), "predict(vec_t)"};
+    bench::repeat(lat, o.runs, [&] {
+      bench::Timer timer;
+      for (const auto& x : s.x) sink += net->predict(x)[0];
+      return timer.stop();
+    });
+    report.add(lat);
+    std::vector<td::tensor_t> batch;
+    for (const auto& x : s.x) batch.push_back(td::tensor_t{x});
+    bench::Record thr{"W5", "throughput", n1, bench::forward_flops(w),
+                      "predict(std::vector<tensor_t>) of 10000"};
+    bench::repeat(thr, std::max(o.runs, 5), [&] {
+      bench::Timer timer;
+      sink += net->predict(batch)[0][0][0];
+      return timer.stop();
+    });
+    report.add(thr);
+    if (sink == 12345.0f) std::cerr << "";
+  }
+
+  if (o.wants("W6")) {
+    const bench::Workload w = bench::w6_workload();
+    auto net = make_net(w);
+    const auto init = bench::initial_parameters(w);
+    const std::int64_t n = o.samples_for("W6", d.n);
+    const Samples s = make_samples(d, n);
+    bench::Record r{"W6", "backprop", n, bench::training_flops(w),
+                    "fit() with batch 1: no gradient-only API, includes the weight update"};
+    bench::repeat(r, o.runs, [&] {
+      reset_to(*net, init);
+      bench::Timer timer;
+      fit(*net, w, s, 1);
+      return timer.stop();
+    });
+    report.add(r);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const bench::Options o = bench::parse_options(argc, argv);
+#ifdef CNN_SINGLE_THREAD
+  const int threads = 1;
+  const std::string how = "CNN_SINGLE_THREAD";
+#else
+  const int threads = static_cast<int>(std::thread::hardware_concurrency());
+  const std::string how = "std::async pool of hardware_concurrency() threads";
+#endif
+  if (o.threads != threads) {
+    throw std::invalid_argument("this build runs " + std::to_string(threads) + " thread(s) (" +
+                                how + "), not " + std::to_string(o.threads));
+  }
+  const bench::Data d = bench::load_data(o);
+  bench::Report report("tiny-dnn", o);
+  report.meta("data", d.source);
+  report.meta("threads", how);
+#ifdef CNN_USE_AVX
+  report.meta("backend", "avx (CNN_USE_AVX)");
+#else
+  report.meta("backend", "internal");
+#endif
+  run(o, d, report);
+  bench::write_reports(o.json, {&report});
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "bench_tinydnn: " << e.what() << '\n';
+  return 1;
+}
