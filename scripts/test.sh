@@ -25,32 +25,9 @@ jobs=${BACKPROP_JOBS:-2}
 packages=(cmake g++ make libeigen3-dev catch2 pkg-config clang clang-format libclang-rt-14-dev
   npm ca-certificates gzip)
 
-install_missing_packages() {
-  if ! command -v dpkg >/dev/null 2>&1; then
-    echo "note: not a Debian system; not checking packages (need: ${packages[*]})"
-    return 0
-  fi
-  local missing=() p
-  for p in "${packages[@]}"; do
-    # An npm that came with another nodejs build (NodeSource's bundles it and
-    # conflicts with Debian's npm package) is fine too.
-    [[ "$p" == npm ]] && command -v npm >/dev/null 2>&1 && continue
-    if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
-      missing+=("$p")
-    fi
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "error: missing packages: ${missing[*]}" >&2
-    echo "install them with:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "== installing missing packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y --no-install-recommends "${missing[@]}"
-}
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+install_missing_packages() { install_packages "${packages[@]}"; }
 
 # ---- stage selection ----------------------------------------------------------
 selected=()
@@ -144,6 +121,7 @@ gcc_args=(-DCMAKE_CXX_COMPILER="$cxx_gcc" -DCMAKE_BUILD_TYPE=Release
 # ---- stages -------------------------------------------------------------------
 stage_gcc() {
   fetch_mnist
+  bash scripts/fetch_fashion_mnist.sh  # the Debian package dataset-fashion-mnist
   configure build/ci-gcc "${gcc_args[@]}"
   cmake --build build/ci-gcc -j "$jobs"
   run_ctest build/ci-gcc
@@ -154,7 +132,7 @@ stage_clang() {
   configure build/ci-clang -DCMAKE_CXX_COMPILER="$cxx_clang" -DCMAKE_BUILD_TYPE=Release \
     "-DCMAKE_CXX_FLAGS_RELEASE=-O2" -DBACKPROP_WERROR=ON
   cmake --build build/ci-clang -j "$jobs"
-  run_ctest build/ci-clang -LE mnist
+  run_ctest build/ci-clang -LE 'mnist|fashion'
 }
 
 stage_asan() {
@@ -168,7 +146,7 @@ stage_asan() {
   # the clang stage, nothing for the sanitizers to see.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_ctest build/ci-asan -LE 'mnist|compile_fail'
+    run_ctest build/ci-asan -LE 'mnist|fashion|compile_fail'
 }
 
 stage_tsan() {
@@ -222,6 +200,8 @@ stage_package() {
 }
 
 stage_examples() {
+  fetch_mnist
+  bash scripts/fetch_fashion_mnist.sh
   # Uses the gcc build (stage 1); builds it here if this run skipped stage 1.
   configure build/ci-gcc "${gcc_args[@]}"
   cmake --build build/ci-gcc -j "$jobs"

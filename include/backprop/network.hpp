@@ -28,6 +28,7 @@
 #include "concepts.hpp"
 #include "costs/costs.hpp"
 #include "data/dataset.hpp"
+#include "detail/finite.hpp"
 #include "detail/meta.hpp"
 #include "errors.hpp"
 #include "init/initializers.hpp"
@@ -35,7 +36,10 @@
 #include "io/json.hpp"
 #include "io/model.hpp"
 #include "layers/dense.hpp"
+#include "layers/dropout.hpp"
+#include "optimizers/optimizers.hpp"
 #include "training/options.hpp"
+#include "training/schedule.hpp"
 
 namespace backprop {
 
@@ -85,6 +89,10 @@ class BasicNetwork {
   static_assert((detail::LayerMustSatisfyLayerConcept<Layers>::value && ...));
   using LayerList = std::tuple<Layers...>;
   static_assert(detail::check_chain<LayerList>(std::make_index_sequence<sizeof...(Layers) - 1>{}));
+  static_assert(detail::dropout_rate_of<std::tuple_element_t<sizeof...(Layers) - 1, LayerList>>() ==
+                    0.0,
+                "backprop::BasicNetwork: the output layer cannot drop out its outputs; use "
+                "DropoutDense for hidden layers only");
 
  public:
   using Scalar = Scalar_;
@@ -210,7 +218,7 @@ class BasicNetwork {
   template <class Cost = QuadraticCost, class DX, class DY>
   [[nodiscard]] Gradients gradient(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y) {
     check_batch("gradient", X, Y);
-    forward_batch<0>(X.derived());
+    forward_batch<0>(X.derived(), nullptr);
     Gradients grads;
     backward_batch<Cost>(X.derived(), Y.derived(),
                          [&](auto i, const auto& delta, const auto& a_prev) {
@@ -231,7 +239,8 @@ class BasicNetwork {
                          double eta) {
     check_batch("update_mini_batch", X, Y);
     check_eta("update_mini_batch", eta);
-    step<Cost>(X.derived(), Y.derived(), eta, 1.0);
+    std::vector<PlainSgd::State<Scalar>> no_state;
+    step<Cost>(X.derived(), Y.derived(), eta, Regularisation{}, PlainSgd{}, no_state, 0);
   }
 
   /// \brief Number of columns of `X` whose output argmax equals `labels`.
@@ -347,9 +356,11 @@ class BasicNetwork {
   }
 
   /// \brief Mean cost over a data set plus the L2 term 0.5 lambda/n ||w||^2
-  /// (network2's total_cost).
+  /// (network2's total_cost) and the L1 term lambda1/n ||w||_1 (sums over all weights,
+  /// not biases; n is the size of `data`, as in network2).
   template <class Cost = QuadraticCost>
-  [[nodiscard]] double total_cost(const Dataset<Scalar>& data, double lambda = 0.0) const {
+  [[nodiscard]] double total_cost(const Dataset<Scalar>& data, double lambda = 0.0,
+                                  double lambda1 = 0.0) const {
     check_dataset("total_cost", data);
     if (data.empty()) return 0.0;
     double sum = 0.0;
@@ -361,14 +372,18 @@ class BasicNetwork {
       sum += Cost::value(z, a, data.targets.middleCols(first, n));
     }
     const double n = static_cast<double>(data.size());
-    return sum / n + 0.5 * lambda / n * squared_weight_norm();
+    double penalty = 0.0;
+    if (lambda != 0.0) penalty += 0.5 * lambda / n * squared_weight_norm();
+    if (lambda1 != 0.0) penalty += lambda1 / n * absolute_weight_norm();
+    return sum / n + penalty;
   }
 
   /// \brief True when every weight and bias is finite.
   [[nodiscard]] bool parameters_finite() const {
     bool ok = true;
     detail::for_each_index<num_layers>([&](auto i) {
-      ok = ok && layer<i>().weights().allFinite() && layer<i>().biases().allFinite();
+      ok =
+          ok && detail::all_finite(layer<i>().weights()) && detail::all_finite(layer<i>().biases());
     });
     return ok;
   }
@@ -381,16 +396,46 @@ class BasicNetwork {
     return s;
   }
 
+  /// \brief Sum of absolute values of all weights (not biases), ||w||_1.
+  [[nodiscard]] double absolute_weight_norm() const {
+    double s = 0.0;
+    detail::for_each_index<num_layers>(
+        [&](auto i) { s += static_cast<double>(layer<i>().weights().cwiseAbs().sum()); });
+    return s;
+  }
+
   /// \brief Mini-batch stochastic gradient descent (network.py's SGD, with
-  /// network2's L2 and monitoring): for each epoch, shuffle, split into
-  /// mini-batches of `options.mini_batch_size` (the last may be smaller), and
-  /// apply `update_mini_batch` to each. Evaluates on `evaluation_data` after each
-  /// epoch when given, and reports through `options.on_epoch`.
+  /// network2's L2 and monitoring) with plain SGD updates: for each epoch, shuffle,
+  /// split into mini-batches of `options.mini_batch_size` (the last may be smaller),
+  /// and apply w <- (1 - eta lambda/n) w - eta lambda1/n sign(w) - eta/m sum grad to
+  /// each (likewise b, without the regularisation terms). Evaluates on
+  /// `evaluation_data` after each epoch when given, and reports through
+  /// `options.on_epoch`. Same as `sgd(training_data, options, evaluation_data,
+  /// PlainSgd{})`.
   /// \returns the per-epoch history.
   /// \throws ShapeError / ValueError on bad data or options.
   template <class Cost = QuadraticCost>
   TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
                       const Dataset<Scalar>* evaluation_data = nullptr) {
+    return sgd<Cost>(training_data, options, evaluation_data, PlainSgd{});
+  }
+
+  /// \brief `sgd` with the updates of `optimizer` (`PlainSgd`, `Momentum`, `Adam`
+  /// or any type satisfying `Optimizer`). For every mini-batch and layer the mean
+  /// gradient G_W = 1/m sum grad + lambda/n W + lambda1/n sign(W), G_b = 1/m sum grad
+  /// is formed in a reused buffer and passed to `optimizer.update` (PlainSgd uses
+  /// the fused form without a buffer). The optimizer's states (velocities, moments)
+  /// live in this call: a new call starts from zero states. The epoch's eta follows
+  /// `options.schedule`; `options.early_stopping_patience` may end training early
+  /// and restores the parameters of the best epoch. Dropout layers are active in
+  /// the training passes only.
+  /// \returns the per-epoch history (also `best_epoch` and `stopped_early`).
+  /// \throws ShapeError / ValueError on bad data or options (early stopping and
+  ///         halve_on_plateau need labelled evaluation data); DivergenceError as
+  ///         described at `SgdOptions::on_divergence`.
+  template <class Cost = QuadraticCost, Optimizer Opt>
+  TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
+                      const Dataset<Scalar>* evaluation_data, const Opt& optimizer) {
     validate_training(training_data, options, evaluation_data);
     const Eigen::Index n = training_data.size();
     const Eigen::Index m = static_cast<Eigen::Index>(options.mini_batch_size);
@@ -398,9 +443,18 @@ class BasicNetwork {
     std::iota(order.begin(), order.end(), Eigen::Index{0});
     Matrix xb(inputs, m), yb(outputs, m);
     TrainingHistory history;
+    std::vector<typename Opt::template State<Scalar>> states(2 * num_layers);
+    long long updates = 0;
+    LearningRate learning_rate(options.schedule, options.eta, options.epochs);
+    const bool early_stopping = options.early_stopping_patience > 0;
+    long long best_correct = -1;
+    int since_best = 0;
+    ParameterTuple best;
+    const Regularisation reg{options.lambda, options.lambda1, static_cast<double>(n)};
     using Clock = std::chrono::steady_clock;
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
       const auto start = Clock::now();
+      const double eta = learning_rate.eta();
       const bool guard = options.on_divergence == SgdOptions::OnDivergence::restore_and_throw;
       if (guard) m_snapshot = m_layers;
       if (options.shuffle) m_rng.shuffle(order.begin(), order.end());
@@ -414,15 +468,14 @@ class BasicNetwork {
           xb.col(j) = training_data.inputs.col(src);
           yb.col(j) = training_data.targets.col(src);
         }
-        const double decay = 1.0 - options.eta * options.lambda / static_cast<double>(n);
-        step<Cost>(xb, yb, options.eta, decay);
+        step<Cost>(xb, yb, eta, reg, optimizer, states, ++updates);
         if (guard && !parameters_finite()) {
           m_layers = m_snapshot;
           throw DivergenceError(
               "sgd: training diverged in epoch " + std::to_string(epoch) + ", mini-batch " +
               std::to_string(k / m + 1) + " (samples " + std::to_string(k) + " to " +
               std::to_string(k + count - 1) + " of the shuffled order): a parameter became " +
-              "NaN or infinite with eta " + std::to_string(options.eta) +
+              "NaN or infinite with eta " + std::to_string(eta) +
               "; the parameters from the start of epoch " + std::to_string(epoch) +
               " were restored (set on_divergence = keep_going to skip this check)");
         }
@@ -443,10 +496,10 @@ class BasicNetwork {
       EpochReport report;
       report.epoch = epoch;
       report.epochs = options.epochs;
-      report.eta = options.eta;
+      report.eta = eta;
       report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
       if (options.monitor_training_cost) {
-        report.training_cost = total_cost<Cost>(training_data, options.lambda);
+        report.training_cost = total_cost<Cost>(training_data, options.lambda, options.lambda1);
       }
       if (options.monitor_training_accuracy && training_data.labels.size() == n) {
         report.training_accuracy =
@@ -455,7 +508,8 @@ class BasicNetwork {
       }
       if (evaluation_data != nullptr && !evaluation_data->empty()) {
         if (options.monitor_evaluation_cost) {
-          report.evaluation_cost = total_cost<Cost>(*evaluation_data, options.lambda);
+          report.evaluation_cost =
+              total_cost<Cost>(*evaluation_data, options.lambda, options.lambda1);
         }
         if (options.monitor_evaluation_accuracy && evaluation_data->labels.size() != 0) {
           report.evaluation_correct = evaluate(evaluation_data->inputs, evaluation_data->labels);
@@ -470,8 +524,60 @@ class BasicNetwork {
       } else {
         print_epoch(report);
       }
+      if (early_stopping) {
+        if (report.evaluation_correct > best_correct) {
+          best_correct = report.evaluation_correct;
+          best = m_layers;
+          history.best_epoch = epoch;
+          since_best = 0;
+        } else if (++since_best >= options.early_stopping_patience) {
+          history.stopped_early = epoch < options.epochs;
+          break;
+        }
+      }
+      learning_rate.end_epoch(report.evaluation_accuracy);
+      if (learning_rate.finished()) {
+        history.stopped_early = epoch < options.epochs;
+        break;
+      }
     }
+    if (early_stopping && history.best_epoch > 0) m_layers = std::move(best);
     return history;
+  }
+
+  /// \brief Test hook for dropout: the summed gradient of `Cost` over the columns of
+  /// X, Y in a training pass whose dropout masks are drawn from `Rng(mask_seed)`
+  /// (the network's own generator is not touched). With the same seed,
+  /// `dropout_batch_cost` evaluates the cost under the same masks, so finite
+  /// differences of it check this gradient. Without dropout layers it equals
+  /// `gradient`.
+  template <class Cost = QuadraticCost, class DX, class DY>
+  [[nodiscard]] Gradients dropout_gradient(const Eigen::MatrixBase<DX>& X,
+                                           const Eigen::MatrixBase<DY>& Y,
+                                           std::uint64_t mask_seed) {
+    check_batch("dropout_gradient", X, Y);
+    Rng masks(mask_seed);
+    forward_batch<0>(X.derived(), &masks);
+    Gradients grads;
+    backward_batch<Cost>(X.derived(), Y.derived(),
+                         [&](auto i, const auto& delta, const auto& a_prev) {
+                           constexpr std::size_t I = decltype(i)::value;
+                           std::get<I>(grads.first).noalias() = delta.rowwise().sum();
+                           std::get<I>(grads.second).noalias() = delta * a_prev.transpose();
+                         });
+    return grads;
+  }
+
+  /// \brief The cost summed over the columns of X, Y in a training pass with the
+  /// dropout masks drawn from `Rng(mask_seed)` (see `dropout_gradient`).
+  template <class Cost = QuadraticCost, class DX, class DY>
+  [[nodiscard]] double dropout_batch_cost(const Eigen::MatrixBase<DX>& X,
+                                          const Eigen::MatrixBase<DY>& Y, std::uint64_t mask_seed) {
+    check_batch("dropout_batch_cost", X, Y);
+    Rng masks(mask_seed);
+    forward_batch<0>(X.derived(), &masks);
+    constexpr std::size_t L = num_layers - 1;
+    return Cost::value(m_z[L], m_a[L], Y.derived());
   }
 
   friend bool operator==(const BasicNetwork& a, const BasicNetwork& b) {
@@ -555,8 +661,25 @@ class BasicNetwork {
     if (!(std::isfinite(o.lambda) && o.lambda >= 0.0)) {
       throw ValueError("sgd: lambda must be finite and >= 0, got " + std::to_string(o.lambda));
     }
-    if (!train.inputs.allFinite()) throw ValueError("sgd: the training inputs contain NaN or Inf");
-    if (!train.targets.allFinite())
+    if (!(std::isfinite(o.lambda1) && o.lambda1 >= 0.0)) {
+      throw ValueError("sgd: lambda1 must be finite and >= 0, got " + std::to_string(o.lambda1));
+    }
+    if (o.early_stopping_patience < 0) {
+      throw ValueError("sgd: early_stopping_patience must be >= 0, got " +
+                       std::to_string(o.early_stopping_patience));
+    }
+    o.schedule.validate("sgd");
+    const bool needs_accuracy =
+        o.early_stopping_patience > 0 || o.schedule.kind == Schedule::Kind::halve_on_plateau;
+    if (needs_accuracy && (eval == nullptr || eval->empty() ||
+                           eval->labels.size() != eval->size() || !o.monitor_evaluation_accuracy)) {
+      throw ValueError(
+          "sgd: early stopping and the halve_on_plateau schedule need evaluation data with "
+          "labels and monitor_evaluation_accuracy on");
+    }
+    if (!detail::all_finite(train.inputs))
+      throw ValueError("sgd: the training inputs contain NaN or Inf");
+    if (!detail::all_finite(train.targets))
       throw ValueError("sgd: the training targets contain NaN or Inf");
     check_labels("sgd (training data)", train);
     if (eval != nullptr) {
@@ -631,8 +754,12 @@ class BasicNetwork {
   }
 
   // ---- batch forward/backward with the reusable workspace ----
+  /// Forward pass into the workspace. With `mask_rng`, layers with dropout multiply
+  /// their outputs by a fresh inverted-dropout mask (kept in m_mask) before passing
+  /// them on; m_a keeps the unmasked activations for the activation's derivative.
   template <std::size_t I, class In>
-  void forward_batch(const In& a_prev) {
+  void forward_batch(const In& a_prev, Rng* mask_rng) {
+    if constexpr (I == 0) m_dropout_active = mask_rng != nullptr;
     const auto& p = layer<I>();
     Matrix& z = m_z[I];
     z.resize(p.weights().rows(), a_prev.cols());
@@ -641,7 +768,37 @@ class BasicNetwork {
     Matrix& a = m_a[I];
     a.resize(z.rows(), z.cols());
     detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
-    if constexpr (I + 1 < num_layers) forward_batch<I + 1>(a);
+    if constexpr (I + 1 < num_layers) {
+      if constexpr (dropout_rate < I >> 0.0) {
+        if (mask_rng != nullptr) {
+          Matrix& mask = m_mask[I];
+          mask.resize(a.rows(), a.cols());
+          const double keep = 1.0 - dropout_rate<I>;
+          const Scalar scale = static_cast<Scalar>(1.0 / keep);
+          Scalar* data = mask.data();
+          for (Eigen::Index k = 0; k < mask.size(); ++k) {
+            data[k] = mask_rng->uniform() < keep ? scale : Scalar(0);
+          }
+          m_dropped[I].resize(a.rows(), a.cols());
+          m_dropped[I].noalias() = a.cwiseProduct(mask);
+          forward_batch<I + 1>(m_dropped[I], mask_rng);
+          return;
+        }
+      }
+      forward_batch<I + 1>(a, mask_rng);
+    }
+  }
+
+  template <std::size_t I>
+  static constexpr double dropout_rate = detail::dropout_rate_of<LayerDescriptor<I>>();
+
+  /// The input the last forward_batch gave layer I + 1: the (masked) output of layer I.
+  template <std::size_t I>
+  const Matrix& output_passed_on() const {
+    if constexpr (dropout_rate < I >> 0.0) {
+      if (m_dropout_active) return m_dropped[I];
+    }
+    return m_a[I];
   }
 
   /// Computes delta_L, then walks down the layers; for each layer I calls
@@ -664,31 +821,74 @@ class BasicNetwork {
       Matrix& g = m_g[I - 1];
       g.resize(Prev::outputs, X.cols());
       g.noalias() = layer<I>().weights().transpose() * m_d[I];
+      if constexpr (dropout_rate < I - 1 >> 0.0) {
+        if (m_dropout_active) g.array() *= m_mask[I - 1].array();
+      }
       m_d[I - 1].resize(Prev::outputs, X.cols());
       detail::activation_backward<typename Prev::activation>(m_z[I - 1], m_a[I - 1], g, m_d[I - 1]);
-      visit(std::integral_constant<std::size_t, I>{}, m_d[I], m_a[I - 1]);
+      visit(std::integral_constant<std::size_t, I>{}, m_d[I], output_passed_on<I - 1>());
       backward_batch_from<I - 1>(X, visit);
     }
   }
 
-  /// w <- decay * w - eta/m * sum grad (decay = 1 - eta lambda / n for L2).
-  template <class Cost, class DX, class DY>
-  void step(const DX& X, const DY& Y, double eta, double decay) {
-    forward_batch<0>(X);
-    const Scalar rate = static_cast<Scalar>(eta / static_cast<double>(X.cols()));
-    const Scalar keep = static_cast<Scalar>(decay);
+  /// L2 and L1 strengths and the training set size n they are divided by.
+  struct Regularisation {
+    double lambda = 0.0, lambda1 = 0.0, n = 1.0;
+  };
+
+  /// One training step on the columns of X, Y (dropout masks from m_rng). PlainSgd:
+  /// the fused w <- (1 - eta lambda/n) w - eta lambda1/n sign(w) - eta/m D A^T, one
+  /// product, no buffer. Otherwise the mean gradients go into m_gw / m_gb and
+  /// through `opt.update`.
+  template <class Cost, class Opt, class DX, class DY, class States>
+  void step(const DX& X, const DY& Y, double eta, const Regularisation& reg, const Opt& opt,
+            States& states, long long t) {
+    const double l2 = reg.lambda / reg.n;
+    const double l1 = reg.lambda1 / reg.n;
+    forward_batch<0>(X, &m_rng);
+    const double inv_m = 1.0 / static_cast<double>(X.cols());
     backward_batch<Cost>(X, Y, [&](auto i, const Matrix& delta, const auto& a_prev) {
-      auto& p = layer<decltype(i)::value>();
-      if (keep != Scalar(1)) p.weights() *= keep;
-      p.weights().noalias() -= rate * (delta * a_prev.transpose());
-      p.biases().noalias() -= rate * delta.rowwise().sum();
+      constexpr std::size_t I = decltype(i)::value;
+      auto& p = layer<I>();
+      if constexpr (std::is_same_v<Opt, PlainSgd>) {
+        const Scalar rate = static_cast<Scalar>(eta * inv_m);
+        const Scalar keep = static_cast<Scalar>(1.0 - eta * reg.lambda / reg.n);
+        if (l1 != 0.0) {
+          const Scalar shrink = static_cast<Scalar>(eta * l1);
+          p.weights().array() = keep * p.weights().array() - shrink * p.weights().array().sign();
+        } else if (keep != Scalar(1)) {
+          p.weights() *= keep;
+        }
+        p.weights().noalias() -= rate * (delta * a_prev.transpose());
+        p.biases().noalias() -= rate * delta.rowwise().sum();
+      } else {
+        const Scalar scale = static_cast<Scalar>(inv_m);
+        Matrix& gw = m_gw[I];
+        gw.resize(p.weights().rows(), p.weights().cols());
+        gw.noalias() = scale * (delta * a_prev.transpose());
+        if (l2 != 0.0) gw += static_cast<Scalar>(l2) * p.weights();
+        if (l1 != 0.0) gw += static_cast<Scalar>(l1) * p.weights().cwiseSign();
+        Vector& gb = m_gb[I];
+        gb.resize(p.biases().rows());
+        gb.noalias() = scale * delta.rowwise().sum();
+        opt.update(p.weights(), std::as_const(gw), states[2 * I], eta, t);
+        opt.update(p.biases(), std::as_const(gb), states[2 * I + 1], eta, t);
+      }
     });
   }
+
+  using ParameterTuple = std::tuple<typename Layers::template Parameters<Scalar>...>;
 
   std::tuple<typename Layers::template Parameters<Scalar>...> m_layers;
   Rng m_rng;
   // Workspace of the batched path, reused between mini-batches of the same size.
   std::array<Matrix, num_layers> m_z, m_a, m_d, m_g;
+  // Dropout masks (already divided by 1 - p) and masked outputs of dropout layers.
+  std::array<Matrix, num_layers> m_mask, m_dropped;
+  bool m_dropout_active = false;
+  // Mean-gradient buffers of the non-plain optimizers.
+  std::array<Matrix, num_layers> m_gw;
+  std::array<Vector, num_layers> m_gb;
   // Parameters at the start of the current sgd epoch, restored on divergence.
   std::tuple<typename Layers::template Parameters<Scalar>...> m_snapshot;
 };

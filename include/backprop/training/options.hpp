@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../errors.hpp"
+#include "schedule.hpp"
 
 namespace backprop {
 
@@ -47,6 +48,11 @@ struct BatchProgress {
 /// four monitoring lists.
 struct TrainingHistory {
   std::vector<EpochReport> epochs;
+  /// The epoch whose parameters `sgd` returned with early stopping on (else 0).
+  int best_epoch = 0;
+  /// True when early stopping or the halve_on_plateau schedule ended training
+  /// before `SgdOptions::epochs`.
+  bool stopped_early = false;
 
   /// \brief Writes the history as CSV (epoch, eta, seconds, costs and accuracies;
   /// empty fields where not monitored). Writes to a temporary file first and
@@ -109,7 +115,8 @@ inline void print_epoch(const EpochReport& r, std::ostream& out = std::cout) {
 }
 
 /// \brief Options of `BasicNetwork::sgd`. An aggregate: use designated
-/// initialisers, e.g. `{.epochs = 30, .mini_batch_size = 10, .eta = 3.0}`.
+/// initialisers, e.g. `{.epochs = 30, .mini_batch_size = 10, .eta = 3.0}`, naming
+/// members in the order they are declared (new members are added at the end).
 struct SgdOptions {
   int epochs = 30;
   long long mini_batch_size = 10;
@@ -136,6 +143,15 @@ struct SgdOptions {
     restore_and_throw,
     keep_going
   } on_divergence = OnDivergence::restore_and_throw;
+  /// L1 regularisation (the book's chapter 3): w <- w - eta lambda1/n sign(w) - eta/m grad.
+  double lambda1 = 0.0;
+  /// 0 = off. Otherwise stop when the evaluation accuracy has not improved (strictly)
+  /// for this many epochs, and return the parameters of the best epoch (also when all
+  /// `epochs` ran). Needs labelled evaluation data.
+  int early_stopping_patience = 0;
+  /// How eta changes over the epochs (default constant); `EpochReport::eta` shows the
+  /// eta used. halve_on_plateau needs labelled evaluation data.
+  Schedule schedule{};
 };
 
 /// \brief An `on_epoch` callback that prints nothing.
