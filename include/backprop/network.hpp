@@ -218,15 +218,7 @@ class BasicNetwork {
   template <class Cost = QuadraticCost, class DX, class DY>
   [[nodiscard]] Gradients gradient(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y) {
     check_batch("gradient", X, Y);
-    forward_batch<0>(X.derived(), nullptr);
-    Gradients grads;
-    backward_batch<Cost>(X.derived(), Y.derived(),
-                         [&](auto i, const auto& delta, const auto& a_prev) {
-                           constexpr std::size_t I = decltype(i)::value;
-                           std::get<I>(grads.first).noalias() = delta.rowwise().sum();
-                           std::get<I>(grads.second).noalias() = delta * a_prev.transpose();
-                         });
-    return grads;
+    return batch_gradients<Cost>(X.derived(), Y.derived(), nullptr);
   }
 
   /// \brief One step of mini-batch gradient descent on the m columns of X, Y:
@@ -557,15 +549,7 @@ class BasicNetwork {
                                            std::uint64_t mask_seed) {
     check_batch("dropout_gradient", X, Y);
     Rng masks(mask_seed);
-    forward_batch<0>(X.derived(), &masks);
-    Gradients grads;
-    backward_batch<Cost>(X.derived(), Y.derived(),
-                         [&](auto i, const auto& delta, const auto& a_prev) {
-                           constexpr std::size_t I = decltype(i)::value;
-                           std::get<I>(grads.first).noalias() = delta.rowwise().sum();
-                           std::get<I>(grads.second).noalias() = delta * a_prev.transpose();
-                         });
-    return grads;
+    return batch_gradients<Cost>(X.derived(), Y.derived(), &masks);
   }
 
   /// \brief The cost summed over the columns of X, Y in a training pass with the
@@ -754,6 +738,20 @@ class BasicNetwork {
   }
 
   // ---- batch forward/backward with the reusable workspace ----
+  /// Sums of the per-sample gradients over the batch (dropout masks from `masks`
+  /// when given), through the workspace.
+  template <class Cost, class DX, class DY>
+  Gradients batch_gradients(const DX& X, const DY& Y, Rng* masks) {
+    forward_batch<0>(X, masks);
+    Gradients grads;
+    backward_batch<Cost>(X, Y, [&](auto i, const auto& delta, const auto& a_prev) {
+      constexpr std::size_t I = decltype(i)::value;
+      std::get<I>(grads.first).noalias() = delta.rowwise().sum();
+      std::get<I>(grads.second).noalias() = delta * a_prev.transpose();
+    });
+    return grads;
+  }
+
   /// Forward pass into the workspace. With `mask_rng`, layers with dropout multiply
   /// their outputs by a fresh inverted-dropout mask (kept in m_mask) before passing
   /// them on; m_a keeps the unmasked activations for the activation's derivative.

@@ -19,6 +19,34 @@
 
 namespace backprop {
 
+namespace detail {
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so `path` is
+/// either the old file or the complete new one.
+inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes,
+                                  const char* fn) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    f.flush();
+    if (!f) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error(std::string(fn) + ": cannot write " + path.string());
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw std::runtime_error(std::string(fn) + ": cannot rename onto " + path.string() + ": " +
+                             ec.message());
+  }
+}
+
+}  // namespace detail
+
 /// \brief What `sgd` reports after each epoch. Optional fields are set only when
 /// the corresponding monitor is on (or evaluation data was given).
 struct EpochReport {
@@ -61,19 +89,7 @@ struct TrainingHistory {
   void write_csv(const std::filesystem::path& path) const {
     std::ostringstream out;
     write_csv(out);
-    const std::filesystem::path tmp = path.string() + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      f << out.str();
-      f.flush();
-      if (!f) throw std::runtime_error("TrainingHistory::write_csv: cannot write " + tmp.string());
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-      std::filesystem::remove(tmp, ec);
-      throw std::runtime_error("TrainingHistory::write_csv: cannot rename to " + path.string());
-    }
+    detail::write_file_atomically(path, out.str(), "TrainingHistory::write_csv");
   }
 
   /// \brief Writes the CSV to a stream.

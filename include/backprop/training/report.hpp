@@ -22,30 +22,6 @@ namespace backprop {
 
 namespace detail {
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so `path` is
-/// either the old file or the complete new one.
-inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes,
-                                  const char* fn) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw std::runtime_error(std::string(fn) + ": cannot write " + path.string());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw std::runtime_error(std::string(fn) + ": cannot rename onto " + path.string() + ": " +
-                             ec.message());
-  }
-}
-
 inline void put_u32be(std::string& out, std::uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((v >> s) & 0xFF));
 }
