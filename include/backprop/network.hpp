@@ -161,6 +161,7 @@ class BasicNetwork {
   [[nodiscard]] auto feedforward(const Eigen::MatrixBase<Derived>& x) const {
     check_scalar<Derived>();
     check_rows("feedforward", "input", x.rows(), inputs, 0);
+    check_parameters("feedforward");
     if constexpr (Derived::ColsAtCompileTime == 1) {
       return forward_vector<0>(x.derived());
     } else {
@@ -178,6 +179,7 @@ class BasicNetwork {
     check_scalar<DX>();
     check_scalar<DY>();
     check_rows("backprop", "x", x.rows(), inputs, 0);
+    check_parameters("backprop");
     check_rows("backprop", "y", y.rows(), outputs, 0);
     if (x.cols() != 1 || y.cols() != 1) {
       throw ShapeError("backprop: x and y must be single columns, got " + std::to_string(x.cols()) +
@@ -241,6 +243,7 @@ class BasicNetwork {
   [[nodiscard]] long long evaluate(const Eigen::MatrixBase<Derived>& X,
                                    const Eigen::VectorXi& labels) const {
     check_rows("evaluate", "input", X.rows(), inputs, 0);
+    check_parameters("evaluate");
     if (labels.size() != X.cols()) {
       throw ShapeError("evaluate: " + std::to_string(X.cols()) + " input columns but " +
                        std::to_string(labels.size()) + " labels");
@@ -354,6 +357,7 @@ class BasicNetwork {
   [[nodiscard]] double total_cost(const Dataset<Scalar>& data, double lambda = 0.0,
                                   double lambda1 = 0.0) const {
     check_dataset("total_cost", data);
+    check_parameters("total_cost");
     if (data.empty()) return 0.0;
     double sum = 0.0;
     constexpr Eigen::Index chunk = 4096;
@@ -576,6 +580,25 @@ class BasicNetwork {
                   "(convert with .template cast<Scalar>())");
   }
 
+  /// The parameter matrices are dynamic and mutable: a user may assign a matrix
+  /// of another shape. Catch that before any product reads out of bounds.
+  void check_parameters(const char* fn) const {
+    detail::for_each_index<num_layers>([&](auto i) {
+      constexpr std::size_t I = decltype(i)::value;
+      constexpr int in = LayerDescriptor<I>::inputs;
+      constexpr int out = LayerDescriptor<I>::outputs;
+      const auto& p = layer<I>();
+      if (p.weights().rows() != out || p.weights().cols() != in || p.biases().size() != out) {
+        throw ShapeError(std::string(fn) + ": layer " + std::to_string(I) + " has weights " +
+                         std::to_string(p.weights().rows()) + "x" +
+                         std::to_string(p.weights().cols()) + " and " +
+                         std::to_string(p.biases().size()) + " biases, but it is " +
+                         std::to_string(out) + "x" + std::to_string(in) + " with " +
+                         std::to_string(out) + " biases (assign matrices of the layer's shape)");
+      }
+    });
+  }
+
   static void check_rows(const char* fn, const char* what, Eigen::Index got, int expected,
                          std::size_t layer_index) {
     if (got != expected) {
@@ -586,8 +609,9 @@ class BasicNetwork {
   }
 
   template <class DX, class DY>
-  static void check_batch(const char* fn, const Eigen::MatrixBase<DX>& X,
-                          const Eigen::MatrixBase<DY>& Y) {
+  void check_batch(const char* fn, const Eigen::MatrixBase<DX>& X,
+                   const Eigen::MatrixBase<DY>& Y) const {
+    check_parameters(fn);
     check_scalar<DX>();
     check_scalar<DY>();
     check_rows(fn, "X", X.rows(), inputs, 0);
@@ -634,6 +658,7 @@ class BasicNetwork {
 
   void validate_training(const Dataset<Scalar>& train, const SgdOptions& o,
                          const Dataset<Scalar>* eval) const {
+    check_parameters("sgd");
     check_dataset("sgd (training data)", train);
     if (train.empty()) throw ValueError("sgd: the training data is empty");
     if (o.epochs < 0) throw ValueError("sgd: epochs must be >= 0, got " + std::to_string(o.epochs));

@@ -442,3 +442,18 @@ TEST_CASE("evaluate counts argmax matches", "[network]") {
   labels << 0, 1, 1, 1;
   CHECK(net.evaluate(X, labels) == 3);
 }
+
+TEST_CASE("Parameters resized to another shape are rejected, not read out of bounds",
+          "[network][errors]") {
+  using Net = bp::Network<bp::Dense<4, 3>, bp::Dense<3, 2>>;
+  Net net{1};
+  net.layer<0>().weights() = Mat<float>::Zero(3, 5);
+  const Mat<float> X = Mat<float>::Zero(4, 2);
+  const Mat<float> Y = Mat<float>::Zero(2, 2);
+  CHECK_THROWS_WITH(net.feedforward(X), Contains("layer 0") && Contains("3x5") && Contains("3x4"));
+  CHECK_THROWS_AS(net.update_mini_batch(X, Y, 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(net.backprop(X.col(0), Y.col(0)), std::invalid_argument);
+  net.layer<0>().weights() = Mat<float>::Zero(3, 4);
+  net.layer<1>().biases().resize(1);
+  CHECK_THROWS_WITH(net.evaluate(X, Eigen::VectorXi::Zero(2)), Contains("layer 1"));
+}
