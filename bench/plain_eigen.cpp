@@ -71,18 +71,7 @@ class PlainNet {
   /// Per-sample gradient into preallocated m_nw, m_nb (W6). Returns one coefficient.
   float backprop_sample(const float* x, int label) {
     const Eigen::Map<const VectorXf> xv(x, m_w.sizes[0]);
-    m_zv.resize(m_layers);
-    m_av.resize(m_layers);
-    for (std::size_t l = 0; l < m_layers; ++l) {
-      m_zv[l].resize(m_W[l].rows());
-      if (l == 0) {
-        m_zv[l].noalias() = m_W[l] * xv;
-      } else {
-        m_zv[l].noalias() = m_W[l] * m_av[l - 1];
-      }
-      m_zv[l] += m_b[l];
-      m_av[l] = ((-m_zv[l].array()).exp() + 1.0f).inverse().matrix();
-    }
+    forward_sample(xv);
     VectorXf delta = m_av.back();
     delta(label) -= 1.0f;
     delta.array() *= m_av.back().array() * (1.0f - m_av.back().array());
@@ -102,6 +91,13 @@ class PlainNet {
   /// Batch-1 inference into a preallocated vector; returns one output.
   float infer_sample(const float* x) {
     const Eigen::Map<const VectorXf> xv(x, m_w.sizes[0]);
+    forward_sample(xv);
+    return m_av.back()(0);
+  }
+
+ private:
+  /// Sigmoid forward pass of one sample into m_zv, m_av (W5 latency, W6).
+  void forward_sample(const Eigen::Map<const VectorXf>& xv) {
     m_zv.resize(m_layers);
     m_av.resize(m_layers);
     for (std::size_t l = 0; l < m_layers; ++l) {
@@ -114,10 +110,8 @@ class PlainNet {
       m_zv[l] += m_b[l];
       m_av[l] = ((-m_zv[l].array()).exp() + 1.0f).inverse().matrix();
     }
-    return m_av.back()(0);
   }
 
- private:
   static void activate(Act act, const MatrixXf& z, MatrixXf& a) {
     a.resize(z.rows(), z.cols());
     switch (act) {
