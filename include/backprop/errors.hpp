@@ -43,4 +43,12 @@ class DivergenceError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// \brief Data-parallel training cannot go on: the ranks disagree (network shape,
+/// options, data size, generator state) or one of them failed. Thrown on every rank,
+/// naming the rank(s) concerned.
+class DistributedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace backprop

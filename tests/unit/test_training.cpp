@@ -1,12 +1,16 @@
 // Training: XOR learned, sgd history and reporting, L2 decay.
 #include <algorithm>
 #include <backprop/backprop.hpp>
+#include <barrier>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "../support/test_support.hpp"
 
@@ -152,4 +156,201 @@ TEST_CASE("Divergence stops sgd with a clear error and restores the parameters",
   options.on_divergence = bp::SgdOptions::OnDivergence::keep_going;
   CHECK_NOTHROW(reckless.sgd(data, options));
   CHECK_FALSE(reckless.parameters_finite());
+}
+
+// ---- data-parallel sgd through an in-process exchange (two threads) ----
+namespace {
+/// A GradientExchange between the threads of one process: every thread publishes
+/// its span, and all add the slots up in rank order (so all get the same bits).
+class ThreadExchange {
+ public:
+  struct Shared {
+    explicit Shared(int n) : size(n), sync(n), floats(n), doubles(n) {}
+    int size;
+    std::barrier<> sync;
+    std::vector<std::vector<float>> floats;
+    std::vector<std::vector<double>> doubles;
+  };
+  ThreadExchange(Shared& shared, int rank) : m_shared(&shared), m_rank(rank) {}
+  int rank() const { return m_rank; }
+  int size() const { return m_shared->size; }
+  void sum(std::span<float> v) { reduce(v, m_shared->floats); }
+  void sum(std::span<double> v) { reduce(v, m_shared->doubles); }
+  int calls = 0;
+
+ private:
+  template <class T>
+  void reduce(std::span<T> v, std::vector<std::vector<T>>& slots) {
+    ++calls;
+    slots[static_cast<std::size_t>(m_rank)].assign(v.begin(), v.end());
+    m_shared->sync.arrive_and_wait();
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      T s = 0;
+      for (const auto& slot : slots) s += slot.at(i);
+      v[i] = s;
+    }
+    m_shared->sync.arrive_and_wait();
+  }
+  Shared* m_shared;
+  int m_rank;
+};
+static_assert(bp::GradientExchange<ThreadExchange>);
+
+/// Runs body(rank, exchange) on `ranks` threads; returns the exceptions' messages.
+template <class Body>
+std::vector<std::string> on_ranks(int ranks, Body body) {
+  ThreadExchange::Shared shared(ranks);
+  std::vector<std::string> errors(static_cast<std::size_t>(ranks));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      ThreadExchange ex(shared, r);
+      try {
+        body(r, ex);
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
+template <class Scalar>
+bp::Dataset<Scalar> blobs(Eigen::Index n, std::uint64_t seed) {
+  bp::Dataset<Scalar> d;
+  d.inputs = bptest::random_matrix<Scalar>(6, n, seed, 0.0, 1.0);
+  d.labels.resize(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    d.labels(i) = d.inputs(0, i) + d.inputs(1, i) > 1.0 ? 1 : (d.inputs(2, i) > 0.5 ? 2 : 0);
+  }
+  d.targets = bp::one_hot<Scalar>(d.labels, 3);
+  return d;
+}
+using DpNet = bp::BasicNetwork<double, bp::Dense<6, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
+}  // namespace
+
+TEST_CASE("data-parallel sgd on 2 and 3 ranks equals one process", "[training][parallel]") {
+  const auto train = blobs<double>(203, 1);
+  const auto eval = blobs<double>(61, 2);
+  const bp::SgdOptions options{
+      .epochs = 3, .mini_batch_size = 10, .eta = 0.5, .lambda = 0.1, .on_epoch = bp::quiet};
+  auto check = [&](const auto& optimizer, int ranks, double eta) {
+    auto options_eta = options;
+    options_eta.eta = eta;
+    DpNet single{5};
+    const auto expected = single.sgd(train, options_eta, &eval, optimizer);
+    std::vector<DpNet> nets(static_cast<std::size_t>(ranks), DpNet{5});
+    std::vector<bp::TrainingHistory> histories(nets.size());
+    std::vector<int> calls(nets.size());
+    const auto errors = on_ranks(ranks, [&](int r, ThreadExchange& ex) {
+      const auto k = static_cast<std::size_t>(r);
+      histories[k] = nets[k].sgd(train, options_eta, &eval, optimizer, ex);
+      calls[k] = ex.calls;
+    });
+    for (int r = 0; r < ranks; ++r) {
+      const auto k = static_cast<std::size_t>(r);
+      INFO("rank " << r << " of " << ranks);
+      REQUIRE(errors[k].empty());
+      CHECK(bptest::max_parameter_difference(nets[k], single) <= 1e-12);
+      CHECK(nets[k] == nets[0]);  // bit-identical across ranks
+      REQUIRE(histories[k].epochs.size() == 3);
+      CHECK(histories[k].epochs.back().evaluation_correct ==
+            expected.epochs.back().evaluation_correct);
+      CHECK(histories[k].epochs.back().evaluation_total == 61);
+      // 2 agreement sums + 1 parameter broadcast + one sum per step + one per epoch.
+      CHECK(calls[k] == 3 + 3 * (21 + 1));
+    }
+  };
+  check(bp::PlainSgd{}, 2, 0.5);
+  check(bp::PlainSgd{}, 3, 0.5);
+  check(bp::Momentum{.mu = 0.9}, 2, 0.2);
+  check(bp::Adam{}, 2, 0.01);
+}
+
+TEST_CASE("data-parallel sgd: disagreeing or failing ranks throw on every rank",
+          "[training][parallel]") {
+  const auto train = blobs<double>(100, 3);
+  bp::SgdOptions options{.epochs = 1, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+  SECTION("different layer sizes") {
+    using Other =
+        bp::BasicNetwork<double, bp::Dense<6, 9, bp::Sigmoid>, bp::Dense<9, 3, bp::Sigmoid>>;
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      if (r == 0) {
+        DpNet net{1};
+        net.sgd(train, options, nullptr, bp::PlainSgd{}, ex);
+      } else {
+        Other net{1};
+        net.sgd(train, options, nullptr, bp::PlainSgd{}, ex);
+      }
+    });
+    for (const auto& e : errors) CHECK_THAT(e, Contains("rank 1 has parameter count"));
+  }
+  SECTION("different mini-batch sizes") {
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      DpNet net{1};
+      auto o = options;
+      o.mini_batch_size = r == 0 ? 10 : 20;
+      net.sgd(train, o, nullptr, bp::PlainSgd{}, ex);
+    });
+    for (const auto& e : errors)
+      CHECK_THAT(e, Contains("rank 1 has mini_batch_size 20, rank 0 has 10"));
+  }
+  SECTION("different seeds in the replicated layout") {
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      DpNet net{static_cast<std::uint64_t>(r)};
+      net.sgd(train, options, nullptr, bp::PlainSgd{}, ex);
+    });
+    for (const auto& e : errors) CHECK_THAT(e, Contains("shuffling generator differs"));
+  }
+  SECTION("invalid data on one rank") {
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      DpNet net{1};
+      auto mine = train;
+      if (r == 1) mine.inputs(0, 5) = std::nan("");
+      net.sgd(mine, options, nullptr, bp::PlainSgd{}, ex, bp::DataLayout::sharded);
+    });
+    CHECK_THAT(errors[0], Contains("rank 1 rejected its training arguments"));
+    CHECK_THAT(errors[1], Contains("NaN"));
+  }
+  SECTION("a callback failing on one rank mid-epoch") {
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      DpNet net{1};
+      auto o = options;
+      o.on_batch = [r](const bp::BatchProgress& p) {
+        if (r == 1 && p.samples_done >= 40) throw std::runtime_error("disk full");
+      };
+      net.sgd(train, o, nullptr, bp::PlainSgd{}, ex);
+    });
+    CHECK_THAT(errors[0], Contains("rank 1 failed in epoch 1, mini-batch 5"));
+    CHECK_THAT(errors[1], Contains("rank 1 failed in epoch 1, mini-batch 5: disk full"));
+  }
+}
+
+TEST_CASE("data-parallel sgd on shards keeps the ranks identical and learns",
+          "[training][parallel]") {
+  const auto train = blobs<float>(400, 4);
+  const auto eval = blobs<float>(100, 5);
+  using Net = bp::Network<bp::Dense<6, 8, bp::Sigmoid>,
+                          bp::DropoutDense<8, 8, bp::Sigmoid, std::ratio<1, 4>>,
+                          bp::Dense<8, 3, bp::Sigmoid>>;
+  std::vector<Net> nets{Net{3}, Net{99}};  // rank 0's parameters win
+  std::vector<bp::TrainingHistory> histories(2);
+  const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+    // Uneven shards: 150 and 250 samples; evaluation split 40 / 60.
+    const auto mine = r == 0 ? train.slice(0, 150) : train.slice(150, 250);
+    const auto my_eval = r == 0 ? eval.slice(0, 40) : eval.slice(40, 60);
+    histories[static_cast<std::size_t>(r)] = nets[static_cast<std::size_t>(r)].sgd(
+        mine, {.epochs = 30, .mini_batch_size = 20, .eta = 2.0, .on_epoch = bp::quiet}, &my_eval,
+        bp::PlainSgd{}, ex, bp::DataLayout::sharded);
+  });
+  REQUIRE(errors[0].empty());
+  REQUIRE(errors[1].empty());
+  CHECK(nets[0] == nets[1]);
+  CHECK(histories[0].epochs.back().evaluation_total == 100);
+  CHECK(histories[0].epochs.back().evaluation_correct ==
+        nets[0].evaluate(eval.inputs, eval.labels));
+  CHECK(histories[1].epochs.back().evaluation_correct ==
+        histories[0].epochs.back().evaluation_correct);
+  CHECK(histories[0].epochs.back().evaluation_accuracy > 0.8);
 }

@@ -1,0 +1,51 @@
+/// \file
+/// \brief The allreduce interface of data-parallel training: `GradientExchange`,
+/// the one-process `SingleProcess`, and `DataLayout`.
+///
+/// `BasicNetwork::sgd(train, options, eval, optimizer, exchange, layout)` runs the
+/// same training on `exchange.size()` processes. The library itself never talks to a
+/// network: an exchange only has to sum spans of numbers across the processes, in
+/// place, with the same result (bit for bit) on every process. `backprop::mpi::
+/// Communicator` (`backprop/distributed/mpi.hpp`, target `backprop::mpi`) is the MPI
+/// implementation.
+#pragma once
+
+#include <concepts>
+#include <span>
+
+namespace backprop {
+
+/// \brief An allreduce backend for data-parallel `sgd`.
+///
+/// - `rank()`: 0-based index of this process; `size()`: number of processes.
+/// - `sum(span)`: collective; every element becomes its sum over all processes, and
+///   every process gets the identical result. Called by every process with spans of
+///   the same length, in the same order.
+template <class E>
+concept GradientExchange = requires(E& e, const E& ce, std::span<float> f, std::span<double> d) {
+  { ce.rank() } -> std::convertible_to<int>;
+  { ce.size() } -> std::convertible_to<int>;
+  e.sum(f);
+  e.sum(d);
+};
+
+/// \brief The exchange of a single process: rank 0 of 1, sums are the identity.
+struct SingleProcess {
+  [[nodiscard]] int rank() const noexcept { return 0; }
+  [[nodiscard]] int size() const noexcept { return 1; }
+  void sum(std::span<float>) noexcept {}
+  void sum(std::span<double>) noexcept {}
+};
+
+/// \brief How the training data is spread over the processes of a data-parallel `sgd`.
+enum class DataLayout {
+  /// Every process passes the whole (same) training set; each global mini-batch of
+  /// the shared shuffled order is split into contiguous parts, one per process.
+  /// Training follows one process's `sgd` with the same seed and global batch.
+  replicated,
+  /// Every process passes only its own part (sizes may differ); each process
+  /// shuffles its part and takes about n_r / steps samples per step.
+  sharded,
+};
+
+}  // namespace backprop
