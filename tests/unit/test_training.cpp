@@ -354,3 +354,30 @@ TEST_CASE("data-parallel sgd on shards keeps the ranks identical and learns",
         histories[0].epochs.back().evaluation_correct);
   CHECK(histories[0].epochs.back().evaluation_accuracy > 0.8);
 }
+
+TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]") {
+  // Inputs that are 80% zeros (one all-zero sample too), like MNIST's pixels.
+  bp::Dataset<double> train = blobs<double>(157, 11);
+  const auto keep = bptest::random_matrix<double>(6, 157, 12, 0.0, 1.0);
+  train.inputs = (keep.array() < 0.2).select(train.inputs, 0.0);
+  train.inputs.col(3).setZero();
+  using Net = bp::BasicNetwork<double, bp::Dense<6, 70, bp::Sigmoid>,
+                               bp::DropoutDense<70, 5, bp::ReLU, std::ratio<1, 5>>,
+                               bp::Dense<5, 3, bp::Sigmoid>>;
+  using Small = bp::BasicNetwork<double, bp::Dense<6, 8, bp::Tanh>, bp::Dense<8, 3, bp::Sigmoid>>;
+  auto compare = [&](auto sparse, auto dense, bp::SgdOptions o) {
+    o.sparse_input_density = 0.5;
+    sparse.sgd(train, o);
+    o.sparse_input_density = 0.0;
+    dense.sgd(train, o);
+    CHECK(bptest::max_parameter_difference(sparse, dense) <= 1e-12);
+    CHECK(bptest::max_parameter_difference(sparse, decltype(sparse){4}) > 1e-3);  // it trained
+  };
+  const bp::SgdOptions o{.epochs = 4, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+  compare(Small{4}, Small{4}, o);  // fixed-size column path (8 outputs)
+  compare(Net{4}, Net{4}, o);      // dynamic column path (70 outputs), with dropout
+  auto reg = o;
+  reg.lambda = 0.5;
+  reg.lambda1 = 0.1;
+  compare(Small{4}, Small{4}, reg);
+}

@@ -109,15 +109,21 @@ struct Softmax {
   static constexpr std::string_view name = "softmax";
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a_) {
+    // Column by column: no temporaries (no heap allocation per mini-batch).
     auto& a = a_.derived();
-    a = (z.rowwise() - z.colwise().maxCoeff()).array().exp().matrix();
-    a.array().rowwise() /= a.colwise().sum().array();
+    for (Eigen::Index j = 0; j < z.cols(); ++j) {
+      auto ac = a.col(j);
+      ac = (z.col(j).array() - z.col(j).maxCoeff()).exp().matrix();
+      ac /= ac.sum();
+    }
   }
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
-    const auto s = g.cwiseProduct(a).colwise().sum().eval();
-    d.derived() = a.cwiseProduct(g.rowwise() - s);
+    for (Eigen::Index j = 0; j < a.cols(); ++j) {
+      const auto s = g.col(j).dot(a.col(j));
+      d.derived().col(j) = (a.col(j).array() * (g.col(j).array() - s)).matrix();
+    }
   }
 };
 

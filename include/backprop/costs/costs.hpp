@@ -9,6 +9,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cmath>
 #include <limits>
 #include <string_view>
 #include <type_traits>
@@ -29,7 +30,7 @@ struct QuadraticCost {
   template <class Act, class Z, class A, class Y, class D>
   static void output_delta(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>& a,
                            const Eigen::MatrixBase<Y>& y, Eigen::MatrixBase<D>& d) {
-    detail::activation_backward<Act>(z, a, (a - y).eval(), d);
+    detail::activation_backward<Act>(z, a, a - y, d);  // no temporary: d aliases neither
   }
 };
 
@@ -71,13 +72,18 @@ struct LogLikelihoodCost {
   template <class Z, class A, class Y>
   static double value(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
                       const Eigen::MatrixBase<Y>& y) {
-    // ln a_j = z_j - m - ln sum_k e^{z_k - m}, m = max z, per column.
-    const auto m = z.colwise().maxCoeff().eval();
-    const auto shifted = (z.rowwise() - m).eval();
-    const auto lse = shifted.array().exp().colwise().sum().log().eval();
-    const auto log_a = (shifted.array().rowwise() - lse).eval();
+    // ln a_j = z_j - m - ln sum_k e^{z_k - m}, m = max z, per column (no temporaries).
     using S = typename Z::Scalar;
-    return -static_cast<double>((y.array() != S(0)).select(y.array() * log_a, S(0)).sum());
+    double total = 0.0;
+    for (Eigen::Index j = 0; j < z.cols(); ++j) {
+      const auto zc = z.col(j);
+      const S m = zc.maxCoeff();
+      const S lse = std::log((zc.array() - m).exp().sum());
+      const auto log_a = zc.array() - m - lse;
+      const auto yc = y.col(j).array();
+      total += static_cast<double>((yc != S(0)).select(yc * log_a, S(0)).sum());
+    }
+    return -total;
   }
   template <class Act, class Z, class A, class Y, class D>
   static void output_delta(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,

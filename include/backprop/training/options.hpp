@@ -152,9 +152,11 @@ struct SgdOptions {
   /// Called after every mini-batch when set (live progress).
   std::function<void(const BatchProgress&)> on_batch{};
   /// What to do when a mini-batch step makes a parameter NaN or infinite (eta
-  /// far too large, say): `restore_and_throw` (default) puts back the
-  /// parameters from the start of that epoch and throws `DivergenceError` naming
-  /// the epoch and mini-batch; `keep_going` does not check.
+  /// far too large, say): `restore_and_throw` (default) checks the parameters after
+  /// every 16th mini-batch and after the last of each epoch; on a NaN or Inf it puts
+  /// back the parameters from the start of that epoch and throws `DivergenceError`
+  /// naming the epoch and the (at most 16) mini-batches since the last good check;
+  /// `keep_going` does not check.
   enum class OnDivergence {
     restore_and_throw,
     keep_going
@@ -168,6 +170,10 @@ struct SgdOptions {
   /// How eta changes over the epochs (default constant); `EpochReport::eta` shows the
   /// eta used. halve_on_plateau needs labelled evaluation data.
   Schedule schedule{};
+  /// The first layer skips zero inputs (same maths, the products only over the nonzero
+  /// pixels) when at most this fraction of the training inputs is nonzero. 81% of
+  /// MNIST's pixels are zero. 0 turns it off; > 1 is invalid.
+  double sparse_input_density = 0.5;
 };
 
 /// \brief An `on_epoch` callback that prints nothing.
