@@ -76,11 +76,15 @@ struct LayerMustSatisfyLayerConcept {
   static constexpr bool value = true;
 };
 
-/// Column vector of one layer's width in the per-sample paths: fixed-size (on the
-/// stack, no heap allocation) up to 64 rows, dynamic above.
+/// Column vector of one layer's width (dynamic storage, as the parameters).
 template <class Scalar, int Rows>
-using ColumnVector = std::conditional_t<(Rows <= 64), Eigen::Matrix<Scalar, Rows, 1>,
-                                        Eigen::Matrix<Scalar, Eigen::Dynamic, 1>>;
+using ColumnVector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+/// Column vector of one layer's width in feedforward of one sample: fixed-size (on
+/// the stack, no heap allocation) up to 64 rows, dynamic above.
+template <class Scalar, int Rows>
+using SmallVector = std::conditional_t<(Rows <= 64), Eigen::Matrix<Scalar, Rows, 1>,
+                                       Eigen::Matrix<Scalar, Eigen::Dynamic, 1>>;
 
 }  // namespace detail
 
@@ -736,10 +740,10 @@ class BasicNetwork {
   template <std::size_t I, class In>
   auto forward_vector(const In& a_prev) const {
     const auto& p = layer<I>();
-    detail::ColumnVector<Scalar, LayerDescriptor<I>::outputs> z(p.weights().rows());
+    detail::SmallVector<Scalar, LayerDescriptor<I>::outputs> z(p.weights().rows());
     z.noalias() = p.weights() * a_prev;
     z += p.biases();
-    detail::ColumnVector<Scalar, LayerDescriptor<I>::outputs> a(z.rows());
+    detail::SmallVector<Scalar, LayerDescriptor<I>::outputs> a(z.rows());
     detail::activation_forward<typename LayerDescriptor<I>::activation>(z, a);
     if constexpr (I + 1 < num_layers) {
       return forward_vector<I + 1>(a);
@@ -843,37 +847,8 @@ class BasicNetwork {
       const auto sample = static_cast<std::size_t>(x.samples[j]);
       const std::size_t end = x.data->starts[sample + 1];
       if constexpr (Out <= 64) {
-        // A fixed-size accumulator in registers. Plain loops: the compiler vectorises
-        // them with full-width packets plus a masked or short tail, where Eigen's
-        // fixed-size path falls back to 4-wide packets for sizes such as 30.
-        // Four independent sums hide the latency of the multiply-adds.
-        Scalar acc0[Out], acc1[Out], acc2[Out], acc3[Out];
-        const Scalar* b = p.biases().data();
-        for (int i = 0; i < Out; ++i) {
-          acc0[i] = b[i];
-          acc1[i] = acc2[i] = acc3[i] = Scalar(0);
-        }
-        std::size_t k = x.data->starts[sample];
-        for (; k + 4 <= end; k += 4) {
-          const Scalar v0 = values[k], v1 = values[k + 1], v2 = values[k + 2], v3 = values[k + 3];
-          const Scalar* c0 = w + std::ptrdiff_t{Out} * rows[k];
-          const Scalar* c1 = w + std::ptrdiff_t{Out} * rows[k + 1];
-          const Scalar* c2 = w + std::ptrdiff_t{Out} * rows[k + 2];
-          const Scalar* c3 = w + std::ptrdiff_t{Out} * rows[k + 3];
-          for (int i = 0; i < Out; ++i) {
-            acc0[i] += v0 * c0[i];
-            acc1[i] += v1 * c1[i];
-            acc2[i] += v2 * c2[i];
-            acc3[i] += v3 * c3[i];
-          }
-        }
-        for (; k < end; ++k) {
-          const Scalar v = values[k];
-          const Scalar* col = w + std::ptrdiff_t{Out} * rows[k];
-          for (int i = 0; i < Out; ++i) acc0[i] += v * col[i];
-        }
-        Scalar* out = z.data() + std::ptrdiff_t{Out} * j;
-        for (int i = 0; i < Out; ++i) out[i] = (acc0[i] + acc1[i]) + (acc2[i] + acc3[i]);
+        detail::sparse_column_sum<Out>(w, p.biases().data(), rows, values, x.data->starts[sample],
+                                       end, z.data() + std::ptrdiff_t{Out} * j);
       } else {
         auto acc = z.col(j);
         acc = p.biases();
@@ -1030,11 +1005,7 @@ class BasicNetwork {
         Scalar d[Out];
         const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j;
         for (int i = 0; i < Out; ++i) d[i] = factor * dj[i];
-        for (std::size_t k = x.data->starts[sample]; k < end; ++k) {
-          const Scalar v = values[k];
-          Scalar* col = w + std::ptrdiff_t{Out} * rows[k];
-          for (int i = 0; i < Out; ++i) col[i] += v * d[i];
-        }
+        detail::sparse_column_update<Out>(w, d, rows, values, x.data->starts[sample], end);
       } else {
         for (std::size_t k = x.data->starts[sample]; k < end; ++k) {
           target.col(rows[k]).noalias() += (factor * values[k]) * delta.col(j);
@@ -1146,7 +1117,7 @@ class BasicNetwork {
   /// failed); the failed process's message carries its own error.
   template <class T>
   static void raise_if_failed(const T* flags, int processes, const std::exception_ptr& own,
-                              const std::string& where) {
+                              const std::string& own_where, const std::string& exchange) {
     std::string failed;
     for (int q = 0; q < processes; ++q) {
       if (flags[q] != T(0)) failed += (failed.empty() ? "" : ", ") + std::to_string(q);
@@ -1162,6 +1133,7 @@ class BasicNetwork {
         what = "an exception not derived from std::exception";
       }
     }
+    const std::string where = own ? own_where : "(reported at the exchange of " + exchange + ")";
     throw DistributedError("sgd (data-parallel): rank " + failed + " failed " + where + ": " +
                            what);
   }
@@ -1226,7 +1198,6 @@ class BasicNetwork {
     };
     static constexpr Field fields[] = {{1, "sizeof(Scalar)"},
                                        {2, "number of layers"},
-                                       {3, "parameter count"},
                                        {4, "layout (0 replicated, 1 sharded)"},
                                        {6, "mini_batch_size"},
                                        {7, "epochs"},
@@ -1402,6 +1373,7 @@ class BasicNetwork {
     EpochControl control(options);
     const Regularisation reg{options.lambda, options.lambda1, static_cast<double>(n_total)};
     std::exception_ptr pending;  // a local failure, reported at the next exchange
+    std::string pending_where;   // where it happened
     const bool guard = options.on_divergence == SgdOptions::OnDivergence::restore_and_throw;
     using Clock = std::chrono::steady_clock;
     constexpr std::size_t L = num_layers - 1;
@@ -1440,14 +1412,15 @@ class BasicNetwork {
             buffer[static_cast<std::size_t>(np)] = static_cast<Scalar>(count);
           } catch (...) {
             pending = std::current_exception();
+            pending_where =
+                "in epoch " + std::to_string(epoch) + ", mini-batch " + std::to_string(s + 1);
             std::fill(buffer.begin(), buffer.end(), Scalar(0));
           }
         }
         if (pending) buffer[static_cast<std::size_t>(np + 1 + r)] = Scalar(1);
         ex.sum(std::span<Scalar>(buffer));
-        raise_if_failed(
-            buffer.data() + np + 1, P, pending,
-            "in epoch " + std::to_string(epoch) + ", mini-batch " + std::to_string(s + 1));
+        raise_if_failed(buffer.data() + np + 1, P, pending, pending_where,
+                        "epoch " + std::to_string(epoch) + ", mini-batch " + std::to_string(s + 1));
         const double total = static_cast<double>(buffer[static_cast<std::size_t>(np)]);
         if (total > 0) {
           apply_gradient_sums(buffer.data(), total, eta, reg, optimizer, states, ++updates);
@@ -1469,6 +1442,8 @@ class BasicNetwork {
             options.on_batch(p);
           } catch (...) {
             pending = std::current_exception();
+            pending_where = "in on_batch after epoch " + std::to_string(epoch) + ", mini-batch " +
+                            std::to_string(s + 1);
           }
         }
       }
@@ -1501,11 +1476,13 @@ class BasicNetwork {
           }
         } catch (...) {
           pending = std::current_exception();
+          pending_where = "evaluating epoch " + std::to_string(epoch);
         }
       }
       if (pending) stats[static_cast<std::size_t>(5 + r)] = 1.0;
       ex.sum(std::span<double>(stats));
-      raise_if_failed(stats.data() + 5, P, pending, "evaluating epoch " + std::to_string(epoch));
+      raise_if_failed(stats.data() + 5, P, pending, pending_where,
+                      "the statistics of epoch " + std::to_string(epoch));
       EpochReport report;
       report.epoch = epoch;
       report.epochs = options.epochs;
@@ -1538,6 +1515,7 @@ class BasicNetwork {
         }
       } catch (...) {
         pending = std::current_exception();
+        pending_where = "in on_epoch after epoch " + std::to_string(epoch);
       }
       if (control.stop_after(report, *this, history)) break;
     }
