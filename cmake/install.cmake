@@ -9,6 +9,15 @@ install(EXPORT backprop-targets NAMESPACE backprop:: DESTINATION "${BACKPROP_CMA
 export(EXPORT backprop-targets NAMESPACE backprop::
        FILE "${PROJECT_BINARY_DIR}/backprop-targets.cmake")
 
+# The component "mpi" (backprop::mpi) has its own export file, which the config loads
+# only when asked for with find_package(backprop COMPONENTS mpi).
+if(TARGET backprop_mpi)
+  install(TARGETS backprop_mpi EXPORT backprop-mpi-targets FILE_SET HEADERS)
+  install(EXPORT backprop-mpi-targets NAMESPACE backprop:: DESTINATION "${BACKPROP_CMAKE_DIR}")
+  export(EXPORT backprop-mpi-targets NAMESPACE backprop::
+         FILE "${PROJECT_BINARY_DIR}/backprop-mpi-targets.cmake")
+endif()
+
 configure_package_config_file(
   "${PROJECT_SOURCE_DIR}/cmake/backprop-config.cmake.in"
   "${PROJECT_BINARY_DIR}/backprop-config.cmake"

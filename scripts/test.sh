@@ -18,12 +18,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 exec 3>&1  # the terminal, for the few lines a logged stage shows directly
 
-all_stages=(gcc clang asan tsan fuzz headers compile-fail package examples format)
+all_stages=(gcc clang asan tsan fuzz headers compile-fail package examples mpi format)
 jobs=${BACKPROP_JOBS:-2}
 
 # ---- packages ---------------------------------------------------------------
 packages=(cmake g++ make libeigen3-dev catch2 pkg-config clang clang-format libclang-rt-14-dev
-  npm ca-certificates gzip)
+  npm ca-certificates gzip libopenmpi-dev openmpi-bin)
 
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
@@ -213,6 +213,18 @@ stage_examples() {
     echo "note: no ctest tests labelled 'example'; the examples were only built"
     count 1 0
   fi
+}
+
+stage_mpi() {
+  # Data-parallel training over MPI (Open MPI): test_mpi under mpiexec with 2 ranks and
+  # with 1, jobs that must abort (no hang), the MPI example's smoke runs on MNIST, and
+  # the self-containment of backprop/distributed/*.hpp. Only the MPI targets are built.
+  fetch_mnist
+  configure build/ci-mpi "${gcc_args[@]}" -DBACKPROP_WITH_MPI=ON \
+    -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=OFF
+  cmake --build build/ci-mpi -j "$jobs" --target test_mpi mpi_abort_demo example_04_mpi_mnist \
+    backprop_mpi_verify_interface_header_sets
+  run_ctest build/ci-mpi -L '^mpi$'
 }
 
 stage_format() {

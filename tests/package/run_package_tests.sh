@@ -2,7 +2,10 @@
 # Package tests: install backprop to a temporary prefix, then build and run
 #   1. a find_package() consumer (checks backprop_DIR is under the prefix),
 #   2. an add_subdirectory() consumer (checks backprop's tests/examples stay out),
-#   3. a plain compiler command using pkg-config.
+#   3. a plain compiler command using pkg-config,
+#   4. when MPI is installed (mpicxx and mpiexec), a find_package(backprop COMPONENTS mpi)
+#      consumer run with mpiexec -n 2; without MPI, that the component is reported missing.
+#      The plain consumer must not look for MPI at all.
 # Usage: run_package_tests.sh <source-dir> <work-dir>   (work-dir is wiped)
 # Honours CXX (compiler) and CMAKE_GENERATOR from the environment.
 set -euo pipefail
@@ -42,7 +45,13 @@ run() {  # run <step name> <command...>: prints the command, keeps quiet unless 
 }
 
 rm -rf "$work/build" "$work/prefix" "$work/moved" "$work/consumer" "$work/consumer-buildtree" \
-  "$work/consumer-moved" "$work/subdir" "$work/pkgconfig"
+  "$work/consumer-moved" "$work/subdir" "$work/pkgconfig" "$work/consumer-mpi" \
+  "$work/consumer-mpi-buildtree" "$work/consumer-mpi-none" "$work/consumer-mpi-bad"
+
+# MPI is "installed" when its compiler wrapper and launcher are; then backprop's build
+# finds it and must install the mpi component.
+have_mpi=0
+if command -v mpicxx >/dev/null 2>&1 && command -v mpiexec >/dev/null 2>&1; then have_mpi=1; fi
 
 echo "== install to $prefix"
 run "configure backprop" cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
@@ -58,11 +67,16 @@ for f in include/backprop/backprop.hpp include/backprop/version.hpp \
   share/pkgconfig/backprop.pc; do
   [[ -f "$prefix/$f" ]] || fail "the installed tree lacks $f"
 done
-# Every public header is installed, with the same layout.
+# Every public header is installed, with the same layout (distributed/ with MPI only).
 while IFS= read -r h; do
   rel=${h#"$src/"}
+  [[ $have_mpi -eq 0 && "$rel" == include/backprop/distributed/* ]] && continue
   [[ -f "$prefix/$rel" ]] || fail "header $rel is not installed"
 done < <(find "$src/include/backprop" -name '*.hpp')
+mpi_targets="$prefix/share/cmake/backprop/backprop-mpi-targets.cmake"
+if [[ $have_mpi -eq 1 && ! -f "$mpi_targets" ]]; then
+  fail "MPI is installed but the tree lacks share/cmake/backprop/backprop-mpi-targets.cmake"
+fi
 # Header-only: nothing architecture-dependent may be installed.
 if [[ -d "$prefix/lib" || -d "$prefix/lib64" || -d "$prefix/bin" ]]; then
   fail "a header-only install must not create lib/ or bin/: $(ls -d "$prefix"/lib* "$prefix"/bin 2>/dev/null)"
@@ -74,9 +88,46 @@ run "configure consumer" cmake -S "$here/consumer" -B "$work/consumer" \
   "-DCMAKE_PREFIX_PATH=$prefix" "-DEXPECTED_PREFIX=$prefix"
 grep -q "^backprop_DIR:PATH=$prefix/share/cmake/backprop\$" "$work/consumer/CMakeCache.txt" ||
   fail "backprop_DIR is $(grep '^backprop_DIR' "$work/consumer/CMakeCache.txt"), expected $prefix/share/cmake/backprop"
+step="plain consumer does not look for MPI"
+if grep -q '^MPI' "$work/consumer/CMakeCache.txt"; then
+  fail "find_package(backprop) without COMPONENTS looked for MPI: $(grep -m3 '^MPI' "$work/consumer/CMakeCache.txt")"
+fi
 run "build consumer" cmake --build "$work/consumer" -j "$jobs"
 run "run consumer" "$work/consumer/app"
 cat "$work/last.log"
+
+echo "== find_package(backprop COMPONENTS mpi) consumer"
+if [[ $have_mpi -eq 1 ]]; then
+  mpiexec_flags=()
+  if mpiexec --version 2>/dev/null | grep -q "Open MPI\|OpenRTE"; then
+    mpiexec_flags+=(--oversubscribe)
+    [[ $(id -u) -eq 0 ]] && mpiexec_flags+=(--allow-run-as-root)
+  fi
+  run "configure mpi consumer" cmake -S "$here/consumer_mpi" -B "$work/consumer-mpi" \
+    "-DCMAKE_PREFIX_PATH=$prefix" "-DEXPECTED_PREFIX=$prefix"
+  run "build mpi consumer" cmake --build "$work/consumer-mpi" -j "$jobs"
+  run "run mpi consumer" timeout 120 mpiexec -n 2 "${mpiexec_flags[@]}" "$work/consumer-mpi/app"
+  grep "backprop::mpi on 2 ranks" "$work/last.log" || fail "the mpi consumer printed no result"
+  run "configure mpi consumer against the build tree" cmake -S "$here/consumer_mpi" \
+    -B "$work/consumer-mpi-buildtree" "-Dbackprop_DIR=$work/build" "-DEXPECTED_PREFIX=$work/build"
+  step="unknown component"
+  if cmake -S "$here/consumer_mpi" -B "$work/consumer-mpi-bad" "-DCMAKE_PREFIX_PATH=$prefix" \
+    -DBACKPROP_COMPONENTS=cuda >"$work/last.log" 2>&1; then
+    fail "find_package(backprop COMPONENTS cuda) succeeded"
+  fi
+  grep -q "no component cuda" "$work/last.log" ||
+    fail "find_package(backprop COMPONENTS cuda) failed without naming the component: $(tail -n 20 "$work/last.log")"
+else
+  echo "MPI is not installed (no mpicxx/mpiexec): checking that the component is reported missing"
+  step="mpi component without MPI"
+  [[ -f "$mpi_targets" ]] && fail "backprop-mpi-targets.cmake was installed although MPI is missing"
+  if cmake -S "$here/consumer_mpi" -B "$work/consumer-mpi-none" "-DCMAKE_PREFIX_PATH=$prefix" \
+    >"$work/last.log" 2>&1; then
+    fail "find_package(backprop COMPONENTS mpi) succeeded without MPI"
+  fi
+  grep -q "built without MPI" "$work/last.log" ||
+    fail "find_package(backprop COMPONENTS mpi) failed without saying why: $(tail -n 20 "$work/last.log")"
+fi
 
 echo "== add_subdirectory consumer"
 run "configure subdir" cmake -S "$here/subdir" -B "$work/subdir" "-DBACKPROP_SOURCE_DIR=$src"
