@@ -846,7 +846,7 @@ class BasicNetwork {
     for (Eigen::Index j = 0; j < x.count; ++j) {
       const auto sample = static_cast<std::size_t>(x.samples[j]);
       const std::size_t end = x.data->starts[sample + 1];
-      if constexpr (Out <= 64) {
+      if constexpr (Out <= detail::small_layer) {
         detail::sparse_column_sum<Out>(w, p.biases().data(), rows, values, x.data->starts[sample],
                                        end, z.data() + std::ptrdiff_t{Out} * j);
       } else {
@@ -1001,7 +1001,7 @@ class BasicNetwork {
     for (Eigen::Index j = 0; j < x.count; ++j) {
       const auto sample = static_cast<std::size_t>(x.samples[j]);
       const std::size_t end = x.data->starts[sample + 1];
-      if constexpr (Out <= 64) {
+      if constexpr (Out <= detail::small_layer) {
         Scalar d[Out];
         const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j;
         for (int i = 0; i < Out; ++i) d[i] = factor * dj[i];

@@ -365,8 +365,8 @@ TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]")
   const auto keep = bptest::random_matrix<double>(6, 157, 12, 0.0, 1.0);
   train.inputs = (keep.array() < 0.2).select(train.inputs, 0.0);
   train.inputs.col(3).setZero();
-  using Net = bp::BasicNetwork<double, bp::Dense<6, 70, bp::Sigmoid>,
-                               bp::DropoutDense<70, 5, bp::ReLU, std::ratio<1, 5>>,
+  using Net = bp::BasicNetwork<double, bp::Dense<6, 130, bp::Sigmoid>,
+                               bp::DropoutDense<130, 5, bp::ReLU, std::ratio<1, 5>>,
                                bp::Dense<5, 3, bp::Sigmoid>>;
   using Small = bp::BasicNetwork<double, bp::Dense<6, 8, bp::Tanh>, bp::Dense<8, 3, bp::Sigmoid>>;
   auto compare = [&](auto sparse, auto dense, bp::SgdOptions o) {
@@ -379,7 +379,7 @@ TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]")
   };
   const bp::SgdOptions o{.epochs = 4, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
   compare(Small{4}, Small{4}, o);  // fixed-size column path (8 outputs)
-  compare(Net{4}, Net{4}, o);      // dynamic column path (70 outputs), with dropout
+  compare(Net{4}, Net{4}, o);      // Eigen column path (130 outputs), with dropout
   auto reg = o;
   reg.lambda = 0.5;
   reg.lambda1 = 0.1;

@@ -173,51 +173,52 @@ inline constexpr bool is_sparse_batch = false;
 template <class Scalar, class RowIndex>
 inline constexpr bool is_sparse_batch<SparseBatch<Scalar, RowIndex>> = true;
 
+/// Layers up to this many outputs use the kernels below (the column sums of one
+/// sample fit in registers); wider ones use Eigen column operations.
+inline constexpr int small_layer = 128;
+
 /// The first layer's z for one sample from its nonzero inputs:
 /// out = bias + sum over k in [begin, end) of values[k] * column rows[k] of the
-/// column-major Out x n matrix `w`. For Out <= 64 (the accumulators stay in
+/// column-major Out x n matrix `w`. For Out <= small_layer (the accumulators stay in
 /// registers).
 template <int Out, class Scalar, class RowIndex>
 void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows,
                        const Scalar* values, std::size_t begin, std::size_t end, Scalar* out) {
-  static_assert(Out <= 64);
+  static_assert(Out <= small_layer);
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<Scalar, float>) {
     // Masked 16-lane loads cover Out exactly (masked-off lanes are not read, so the
-    // last column never reads past the matrix); four independent sums hide the
-    // latency of the multiply-adds.
+    // last column never reads past the matrix); independent sums (four for up to 32
+    // outputs, two up to 128) hide the latency of the multiply-adds.
     constexpr int V = (Out + 15) / 16;
+    constexpr int Sets = V <= 2 ? 4 : 2;
     constexpr unsigned tail_bits = Out % 16 == 0 ? 0xFFFFu : (1u << (Out % 16)) - 1u;
     auto mask = [](int v) { return static_cast<__mmask16>(v == V - 1 ? tail_bits : 0xFFFFu); };
-    __m512 a0[V], a1[V], a2[V], a3[V];
+    __m512 acc[Sets][V];
     for (int v = 0; v < V; ++v) {
-      a0[v] = _mm512_maskz_loadu_ps(mask(v), bias + 16 * v);
-      a1[v] = a2[v] = a3[v] = _mm512_setzero_ps();
+      acc[0][v] = _mm512_maskz_loadu_ps(mask(v), bias + 16 * v);
+      for (int t = 1; t < Sets; ++t) acc[t][v] = _mm512_setzero_ps();
     }
     std::size_t k = begin;
-    for (; k + 4 <= end; k += 4) {
-      const __m512 x0 = _mm512_set1_ps(values[k]), x1 = _mm512_set1_ps(values[k + 1]);
-      const __m512 x2 = _mm512_set1_ps(values[k + 2]), x3 = _mm512_set1_ps(values[k + 3]);
-      const float* c0 = w + std::ptrdiff_t{Out} * rows[k];
-      const float* c1 = w + std::ptrdiff_t{Out} * rows[k + 1];
-      const float* c2 = w + std::ptrdiff_t{Out} * rows[k + 2];
-      const float* c3 = w + std::ptrdiff_t{Out} * rows[k + 3];
-      for (int v = 0; v < V; ++v) {
-        a0[v] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(mask(v), c0 + 16 * v), a0[v]);
-        a1[v] = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(mask(v), c1 + 16 * v), a1[v]);
-        a2[v] = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(mask(v), c2 + 16 * v), a2[v]);
-        a3[v] = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(mask(v), c3 + 16 * v), a3[v]);
+    for (; k + Sets <= end; k += Sets) {
+      for (int t = 0; t < Sets; ++t) {
+        const __m512 x = _mm512_set1_ps(values[k + t]);
+        const float* c = w + std::ptrdiff_t{Out} * rows[k + t];
+        for (int v = 0; v < V; ++v) {
+          acc[t][v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask(v), c + 16 * v), acc[t][v]);
+        }
       }
     }
     for (; k < end; ++k) {
       const __m512 x = _mm512_set1_ps(values[k]);
       const float* c = w + std::ptrdiff_t{Out} * rows[k];
       for (int v = 0; v < V; ++v) {
-        a0[v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask(v), c + 16 * v), a0[v]);
+        acc[0][v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask(v), c + 16 * v), acc[0][v]);
       }
     }
     for (int v = 0; v < V; ++v) {
-      const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0[v], a1[v]), _mm512_add_ps(a2[v], a3[v]));
+      __m512 sum = acc[0][v];
+      for (int t = 1; t < Sets; ++t) sum = _mm512_add_ps(sum, acc[t][v]);
       _mm512_mask_storeu_ps(out + 16 * v, mask(v), sum);
     }
     return;
@@ -253,11 +254,11 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
 
 /// The first layer's weight update for one sample: column rows[k] of the
 /// column-major Out x n matrix `w` += values[k] * d, for k in [begin, end)
-/// (d = -eta/m delta_j for plain SGD). For Out <= 64.
+/// (d = -eta/m delta_j for plain SGD). For Out <= small_layer.
 template <int Out, class Scalar, class RowIndex>
 void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, const Scalar* values,
                           std::size_t begin, std::size_t end) {
-  static_assert(Out <= 64);
+  static_assert(Out <= small_layer);
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<Scalar, float> && Out >= 16) {
     // Full 16-lane vectors, then the rest (Out % 16) as a plain loop: measured faster
