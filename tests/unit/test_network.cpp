@@ -193,6 +193,87 @@ TEST_CASE("Every activation and cost passes the finite-difference gradient check
   }
 }
 
+namespace {
+
+// The seed's backprop for a two-layer sigmoid network, written out with Eigen.
+template <class Net, class X, class Y>
+typename Net::Gradients seed_backprop(const Net& net, const X& x, const Y& y) {
+  using V = Eigen::Matrix<typename Net::Scalar, Eigen::Dynamic, 1>;
+  auto sigmoid = [](const V& z) -> V { return (1 + (-z.array()).exp()).inverse().matrix(); };
+  const auto& p0 = net.template layer<0>();
+  const auto& p1 = net.template layer<1>();
+  const V z0 = p0.weights() * x + p0.biases();
+  const V a0 = sigmoid(z0);
+  const V z1 = p1.weights() * a0 + p1.biases();
+  const V a1 = sigmoid(z1);
+  const V d1 = ((a1 - y).array() * a1.array() * (1 - a1.array())).matrix();
+  const V d0 = ((p1.weights().transpose() * d1).array() * a0.array() * (1 - a0.array())).matrix();
+  typename Net::Gradients g;
+  std::get<0>(g.first) = d0;
+  std::get<1>(g.first) = d1;
+  std::get<0>(g.second) = d0 * x.transpose();
+  std::get<1>(g.second) = d1 * a0.transpose();
+  return g;
+}
+
+template <class Net>
+void check_backprop_against_seed(std::uint64_t seed) {
+  using S = typename Net::Scalar;
+  const Net net{seed};
+  // Inputs with about 70% zeros (the first layer skips them) and one dense column.
+  Mat<S> X = bptest::random_matrix<S>(Net::inputs, 4, seed + 1, -2.3, 1.0);
+  X = X.cwiseMax(S(0));
+  X.col(3) = bptest::random_matrix<S>(Net::inputs, 1, seed + 2, 0.1, 1.0);
+  const Mat<S> Y = bptest::random_matrix<S>(Net::outputs, 4, seed + 3, 0.0, 1.0);
+  for (Eigen::Index c = 0; c < X.cols(); ++c) {
+    INFO("column " << c);
+    const auto got = net.backprop(X.col(c), Y.col(c));
+    const auto want = seed_backprop(net, X.col(c), Y.col(c));
+    for (int i = 0; i < 2; ++i) {
+      const double wd =
+          i == 0 ? bptest::relative_difference(std::get<0>(got.second), std::get<0>(want.second))
+                 : bptest::relative_difference(std::get<1>(got.second), std::get<1>(want.second));
+      const double bd =
+          i == 0 ? bptest::relative_difference(std::get<0>(got.first), std::get<0>(want.first))
+                 : bptest::relative_difference(std::get<1>(got.first), std::get<1>(want.first));
+      CHECK(wd <= bptest::rounding_tolerance<S>());
+      CHECK(bd <= bptest::rounding_tolerance<S>());
+    }
+    // Zero inputs give exactly zero weight-gradient columns.
+    for (Eigen::Index j = 0; j < Net::inputs; ++j) {
+      if (X(j, c) == S(0)) REQUIRE(std::get<0>(got.second).col(j).isZero(0));
+    }
+  }
+  // A strided (not contiguous) input expression gives the same result.
+  const Mat<S> Xt = X.transpose();
+  const auto strided = net.backprop(Xt.row(1).transpose(), Y.col(1));
+  CHECK(std::get<0>(strided.second) == std::get<0>(net.backprop(X.col(1), Y.col(1)).second));
+  // NaN and infinite inputs propagate as in the dense product.
+  Mat<S> bad = X.col(0);
+  bad(Net::inputs / 2) = std::numeric_limits<S>::quiet_NaN();
+  CHECK_FALSE(std::get<0>(net.backprop(bad, Y.col(0)).first).allFinite());
+  bad(Net::inputs / 2) = std::numeric_limits<S>::infinity();
+  CHECK_FALSE(std::get<0>(net.backprop(bad, Y.col(0)).second).allFinite());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("backprop(x, y) equals the seed's formulas for sparse and dense inputs",
+                   "[network][grad]", float, double) {
+  using bp::Dense;
+  using bp::Sigmoid;
+  // First-layer widths around the vector kernels' cases: below one vector, one
+  // exact vector, a partial last vector, and wider than the kernels (Eigen).
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<37, 7, Sigmoid>, Dense<7, 3, Sigmoid>>>(41);
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<50, 16, Sigmoid>, Dense<16, 4, Sigmoid>>>(42);
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<784, 30, Sigmoid>, Dense<30, 10, Sigmoid>>>(43);
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<21, 130, Sigmoid>, Dense<130, 5, Sigmoid>>>(44);
+}
+
 TEST_CASE("The gradient checker detects a wrong gradient", "[grad]") {
   using Net = bp::BasicNetwork<double, bp::Dense<3, 4, WrongTanh>, bp::Dense<4, 2, bp::Sigmoid>>;
   Net net{5};

@@ -173,6 +173,18 @@ inline constexpr bool is_sparse_batch = false;
 template <class Scalar, class RowIndex>
 inline constexpr bool is_sparse_batch<SparseBatch<Scalar, RowIndex>> = true;
 
+/// Asks the CPU to load p[begin, end) into the cache (a hint, no effect on results).
+template <class T>
+inline void prefetch_range(const T* p, std::size_t begin, std::size_t end) {
+#if defined(__GNUC__)
+  const char* first = reinterpret_cast<const char*>(p + begin);
+  const char* last = reinterpret_cast<const char*>(p + end);
+  for (const char* c = first; c < last; c += 64) __builtin_prefetch(c);
+#else
+  (void)p, (void)begin, (void)end;
+#endif
+}
+
 /// Layers up to this many outputs use the kernels below (the column sums of one
 /// sample fit in registers); wider ones use Eigen column operations.
 inline constexpr int small_layer = 128;
@@ -283,6 +295,72 @@ void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, cons
     const Scalar x = values[k];
     Scalar* c = w + std::ptrdiff_t{Out} * rows[k];
     for (int i = 0; i < Out; ++i) c[i] += x * d[i];
+  }
+}
+
+/// The nonzero coefficients of one column x[0, n): writes their indices to `rows`
+/// and their values to `values` (both with room for n + 16 entries) and returns
+/// their count. NaN and Inf count as nonzero, so they still propagate.
+template <class Scalar, class RowIndex>
+std::size_t compress_nonzeros(const Scalar* x, int n, RowIndex* rows, Scalar* values) {
+  std::size_t count = 0;
+  int r = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<Scalar, float>) {
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; r + 16 <= n; r += 16) {
+      const __m512 v = _mm512_loadu_ps(x + r);
+      const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      if (kept == 0) continue;
+      const __m512i index = _mm512_add_epi32(_mm512_set1_epi32(r), step);
+      _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
+      const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index);
+      if constexpr (sizeof(RowIndex) == 2) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
+                            _mm512_cvtepi32_epi16(kept_index));
+      } else {
+        static_assert(sizeof(RowIndex) == 4);
+        _mm512_storeu_si512(rows + count, kept_index);
+      }
+      count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
+    }
+  }
+#endif
+  for (; r < n; ++r) {  // branch-free: every coefficient is written, the count moves on nonzeros
+    const Scalar v = x[r];
+    rows[count] = static_cast<RowIndex>(r);
+    values[count] = v;
+    count += v != Scalar(0);
+  }
+  return count;
+}
+
+/// The outer product d x^T into the column-major Out x n matrix `out`: column j is
+/// x[j] * d (every column is written, zero inputs give zero columns).
+template <int Out, class Scalar>
+void outer_product_columns(Scalar* out, const Scalar* d, const Scalar* x, Eigen::Index n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<Scalar, float> && Out >= 16 && Out <= small_layer) {
+    // Full 16-lane vectors; a last partial vector is written as the 16 rows ending at
+    // Out (overlapping the previous vector with the same values), so no masked store.
+    constexpr int V = Out / 16;
+    constexpr bool tail = Out % 16 != 0;
+    __m512 dv[V + 1];
+    for (int v = 0; v < V; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+    if constexpr (tail) dv[V] = _mm512_loadu_ps(d + Out - 16);
+    for (Eigen::Index j = 0; j < n; ++j) {
+      const __m512 xv = _mm512_set1_ps(x[j]);
+      float* c = out + std::ptrdiff_t{Out} * j;
+      for (int v = 0; v < V; ++v) _mm512_storeu_ps(c + 16 * v, _mm512_mul_ps(xv, dv[v]));
+      if constexpr (tail) _mm512_storeu_ps(c + Out - 16, _mm512_mul_ps(xv, dv[V]));
+    }
+    return;
+  }
+#endif
+  for (Eigen::Index j = 0; j < n; ++j) {
+    const Scalar xj = x[j];
+    Scalar* c = out + std::ptrdiff_t{Out} * j;
+    for (int i = 0; i < Out; ++i) c[i] = xj * d[i];
   }
 }
 
