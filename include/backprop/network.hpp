@@ -1031,12 +1031,6 @@ class BasicNetwork {
     for (Eigen::Index j = 0; j < x.count; ++j) {
       const auto sample = static_cast<std::size_t>(x.samples[j]);
       const std::size_t end = x.data->starts[sample + 1];
-      if (j + 1 < x.count) {
-        // The samples are shuffled: fetch the next one's nonzeros while this one sums.
-        const auto next = static_cast<std::size_t>(x.samples[j + 1]);
-        detail::prefetch_range(rows, x.data->starts[next], x.data->starts[next + 1]);
-        detail::prefetch_range(values, x.data->starts[next], x.data->starts[next + 1]);
-      }
       if constexpr (Out <= detail::small_layer) {
         Scalar d[Out];
         const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <span>
 #include <sstream>
 #include <string>
@@ -384,4 +385,52 @@ TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]")
   reg.lambda = 0.5;
   reg.lambda1 = 0.1;
   compare(Small{4}, Small{4}, reg);
+}
+
+TEST_CASE("sgd's sparse first layer equals the dense one in float, through the vector kernels",
+          "[training][sparse]") {
+  // 50 inputs (three 16-lane chunks and a partial one), 85% zeros; first layers of 7,
+  // 16, 30 and 100 outputs cover the kernels' masked, exact, partial and wide cases.
+  bp::Dataset<float> train;
+  train.inputs = bptest::random_matrix<float>(50, 233, 31, -5.6, 1.0).cwiseMax(0.0f);
+  train.inputs.col(7).setZero();
+  train.labels.resize(233);
+  for (Eigen::Index i = 0; i < 233; ++i) train.labels(i) = train.inputs(3, i) > 0 ? 1 : i % 3;
+  train.targets = bp::one_hot<float>(train.labels, 3);
+  const bp::SgdOptions o{.epochs = 3, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+  auto compare = [&]<class Net>(Net sparse, Net dense) {
+    auto options = o;
+    options.sparse_input_density = 0.5;
+    sparse.sgd(train, options);
+    options.sparse_input_density = 0.0;
+    dense.sgd(train, options);
+    // Same maths in another summation order: float rounding only.
+    CHECK(bptest::max_parameter_difference(sparse, dense) <= 2e-5);
+    CHECK(bptest::max_parameter_difference(sparse, Net{4}) > 1e-3);  // it trained
+  };
+  compare(bp::Network<bp::Dense<50, 7, bp::Sigmoid>, bp::Dense<7, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 7, bp::Sigmoid>, bp::Dense<7, 3, bp::Sigmoid>>{4});
+  compare(bp::Network<bp::Dense<50, 16, bp::Sigmoid>, bp::Dense<16, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 16, bp::Sigmoid>, bp::Dense<16, 3, bp::Sigmoid>>{4});
+  compare(bp::Network<bp::Dense<50, 30, bp::Sigmoid>, bp::Dense<30, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 30, bp::Sigmoid>, bp::Dense<30, 3, bp::Sigmoid>>{4});
+  compare(bp::Network<bp::Dense<50, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{4});
+
+  SECTION("NaN and Inf in any chunk are rejected before training") {
+    for (const float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+          -std::numeric_limits<float>::infinity()}) {
+      for (const Eigen::Index row : {Eigen::Index{0}, Eigen::Index{17}, Eigen::Index{49}}) {
+        auto data = train;
+        data.inputs(row, 100) = bad;
+        bp::Network<bp::Dense<50, 30, bp::Sigmoid>, bp::Dense<30, 3, bp::Sigmoid>> net{4};
+        const auto before = net;
+        auto options = o;
+        options.sparse_input_density = 0.5;
+        CHECK_THROWS_WITH(net.sgd(data, options), Contains("NaN or Inf"));
+        CHECK(net == before);
+      }
+    }
+  }
 }
