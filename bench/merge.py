@@ -211,6 +211,20 @@ def main():
             w(f"| {wid} {kind} | " + " | ".join(cells) + " |")
         w("")
         rows = []
+        for wid in ("W1", "W2"):
+            a, b = idx.get((t, "backprop", wid, "train")), idx.get(
+                (t, "backprop", wid, "train_5_epochs"))
+            if a and b:
+                rows.append(f"| {wid} | {fmt_speed(speed(a, t))}/s | {fmt_speed(speed(b, t))}/s | "
+                            f"{speed(b, t) / speed(a, t):.2f} |")
+        if rows:
+            w(f"### {t} thread{'s' if t > 1 else ''}: backprop net.sgd(), a one-epoch call vs "
+              "5 epochs in one call (sgd's set-up, the sparse copy of the inputs, once per call)\n")
+            w("| workload | 1-epoch call | 5-epoch call | ratio |")
+            w("|---|---|---|---|")
+            out.extend(rows)
+            w("")
+        rows = []
         for wid in ("W1", "W2", "W3", "W4"):
             a, b = idx.get((t, "backprop", wid, "train")), idx.get(
                 (t, "backprop", wid, "train_contiguous"))
