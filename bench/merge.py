@@ -154,6 +154,22 @@ def main():
                 w(f"| {names[peer]} | {cells[0]} | {cells[1]} |")
         w("")
 
+    def kind_pair_table(t, workloads, other_kind, title, header):
+        """backprop's "train" record of each workload against its other_kind record."""
+        rows = []
+        for wid in workloads:
+            a = idx.get((t, "backprop", wid, "train"))
+            b = idx.get((t, "backprop", wid, other_kind))
+            if a and b:
+                rows.append(f"| {wid} | {fmt_speed(speed(a, t))}/s | {fmt_speed(speed(b, t))}/s | "
+                            f"{speed(b, t) / speed(a, t):.2f} |")
+        if rows:
+            w(title)
+            w(header)
+            w("|---|---|---|---|")
+            out.extend(rows)
+            w("")
+
     notes = []
     for t in threads:
         busy = []
@@ -210,34 +226,15 @@ def main():
                 cells.append(f"{g:.2f}{pk}")
             w(f"| {wid} {kind} | " + " | ".join(cells) + " |")
         w("")
-        rows = []
-        for wid in ("W1", "W2"):
-            a, b = idx.get((t, "backprop", wid, "train")), idx.get(
-                (t, "backprop", wid, "train_5_epochs"))
-            if a and b:
-                rows.append(f"| {wid} | {fmt_speed(speed(a, t))}/s | {fmt_speed(speed(b, t))}/s | "
-                            f"{speed(b, t) / speed(a, t):.2f} |")
-        if rows:
-            w(f"### {t} thread{'s' if t > 1 else ''}: backprop net.sgd(), a one-epoch call vs "
-              "5 epochs in one call (sgd's set-up, the sparse copy of the inputs, once per call)\n")
-            w("| workload | 1-epoch call | 5-epoch call | ratio |")
-            w("|---|---|---|---|")
-            out.extend(rows)
-            w("")
-        rows = []
-        for wid in ("W1", "W2", "W3", "W4"):
-            a, b = idx.get((t, "backprop", wid, "train")), idx.get(
-                (t, "backprop", wid, "train_contiguous"))
-            if a and b:
-                rows.append(f"| {wid} | {fmt_speed(speed(a, t))}/s | {fmt_speed(speed(b, t))}/s | "
-                            f"{speed(b, t) / speed(a, t):.2f} |")
-        if rows:
-            w(f"### {t} thread{'s' if t > 1 else ''}: backprop net.sgd() vs update_mini_batch on "
-              "contiguous columns (no shuffle, no gather)\n")
-            w("| workload | sgd() | update_mini_batch loop | ratio |")
-            w("|---|---|---|---|")
-            out.extend(rows)
-            w("")
+        plural = "s" if t > 1 else ""
+        kind_pair_table(t, ("W1", "W2"), "train_5_epochs",
+                        f"### {t} thread{plural}: backprop net.sgd(), a one-epoch call vs 5 "
+                        "epochs in one call (sgd's set-up, the sparse copy of the inputs, once "
+                        "per call)\n", "| workload | 1-epoch call | 5-epoch call | ratio |")
+        kind_pair_table(t, ("W1", "W2", "W3", "W4"), "train_contiguous",
+                        f"### {t} thread{plural}: backprop net.sgd() vs update_mini_batch on "
+                        "contiguous columns (no shuffle, no gather)\n",
+                        "| workload | sgd() | update_mini_batch loop | ratio |")
 
     limited = sorted({(k[1], k[2], k[3], rec["samples"]) for k, rec in idx.items()
                       if rec["kind"] in ("train", "backprop") and rec["samples"] < args.full_samples})
