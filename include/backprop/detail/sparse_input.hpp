@@ -64,7 +64,9 @@ struct SparseColumns {
     const double estimate = static_cast<double>(nonzero) / static_cast<double>(probe * d);
     if (estimate > max_density) return false;
     const auto limit = static_cast<std::size_t>(max_density * total);
-    const auto ud = static_cast<std::size_t>(d);
+    // Room for one whole column more, plus one 16-lane vector: the vector loops
+    // below store whole vectors, even for columns shorter than 16.
+    const auto ud = static_cast<std::size_t>(d) + chunk;
     const std::size_t wanted =
         std::min(static_cast<std::size_t>(estimate * 1.15 * total) + ud, limit + ud);
     if (capacity < wanted) reserve(wanted, 0);
