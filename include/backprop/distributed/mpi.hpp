@@ -597,25 +597,11 @@ template <class Scalar = float>
   static_assert(std::is_floating_point_v<Scalar>,
                 "load_mnist_shard<Scalar>: Scalar must be floating");
   static_cast<void>(shard_range(0, rank, size));  // validates rank and size
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
-    backprop::detail::throw_mnist(dir.string() +
-                                  ": not a directory (expected the four MNIST files in it)");
-  }
-  auto train = detail::load_mnist_part_shard<Scalar>(dir, "train", rank, size, n_train);
-  auto test = detail::load_mnist_part_shard<Scalar>(dir, "t10k", rank, size, -1);
-  if (test.rows != train.rows || test.cols != train.cols) {
-    backprop::detail::throw_mnist(
-        test.images_path.string() + ": images are " + std::to_string(test.rows) + "x" +
-        std::to_string(test.cols) + " but the train images (" + train.images_path.string() +
-        ") are " + std::to_string(train.rows) + "x" + std::to_string(train.cols));
-  }
-  MnistData<Scalar> data;
-  data.train = std::move(train.data);
-  data.test = std::move(test.data);
-  data.image_rows = train.rows;
-  data.image_cols = train.cols;
-  return data;
+  return backprop::detail::load_mnist_parts<Scalar>(dir, [&](const char* prefix) {
+    const std::string part = prefix;
+    return detail::load_mnist_part_shard<Scalar>(dir, part, rank, size,
+                                                 part == "train" ? n_train : -1);
+  });
 }
 
 /// \brief `load_mnist_shard(dir, exchange.rank(), exchange.size(), n_train)`.

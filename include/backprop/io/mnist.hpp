@@ -137,6 +137,30 @@ template <class Scalar>
   return part;
 }
 
+/// \brief The directory check, then `load_part("train")` and `load_part("t10k")` (each a
+/// `MnistPart<Scalar>`), which must have images of the same size: the shared frame of
+/// `load_mnist` and the MPI `load_mnist_shard`.
+template <class Scalar, class LoadPart>
+MnistData<Scalar> load_mnist_parts(const std::filesystem::path& dir, LoadPart&& load_part) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw_mnist(dir.string() + ": not a directory (expected the four MNIST files in it)");
+  }
+  MnistPart<Scalar> train = load_part("train");
+  MnistPart<Scalar> test = load_part("t10k");
+  if (test.rows != train.rows || test.cols != train.cols) {
+    throw_mnist(test.images_path.string() + ": images are " + std::to_string(test.rows) + "x" +
+                std::to_string(test.cols) + " but the train images (" + train.images_path.string() +
+                ") are " + std::to_string(train.rows) + "x" + std::to_string(train.cols));
+  }
+  MnistData<Scalar> data;
+  data.train = std::move(train.data);
+  data.test = std::move(test.data);
+  data.image_rows = train.rows;
+  data.image_cols = train.cols;
+  return data;
+}
+
 }  // namespace detail
 
 /// \brief Loads MNIST or Fashion-MNIST from a directory.
@@ -157,24 +181,8 @@ template <class Scalar>
 template <class Scalar = float>
 [[nodiscard]] MnistData<Scalar> load_mnist(const std::filesystem::path& dir) {
   static_assert(std::is_floating_point_v<Scalar>, "load_mnist<Scalar>: Scalar must be floating");
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
-    detail::throw_mnist(dir.string() + ": not a directory (expected the four MNIST files in it)");
-  }
-  detail::MnistPart<Scalar> train = detail::load_mnist_part<Scalar>(dir, "train");
-  detail::MnistPart<Scalar> test = detail::load_mnist_part<Scalar>(dir, "t10k");
-  if (test.rows != train.rows || test.cols != train.cols) {
-    detail::throw_mnist(test.images_path.string() + ": images are " + std::to_string(test.rows) +
-                        "x" + std::to_string(test.cols) + " but the train images (" +
-                        train.images_path.string() + ") are " + std::to_string(train.rows) + "x" +
-                        std::to_string(train.cols));
-  }
-  MnistData<Scalar> data;
-  data.train = std::move(train.data);
-  data.test = std::move(test.data);
-  data.image_rows = train.rows;
-  data.image_cols = train.cols;
-  return data;
+  return detail::load_mnist_parts<Scalar>(
+      dir, [&](const char* prefix) { return detail::load_mnist_part<Scalar>(dir, prefix); });
 }
 
 /// \brief Splits MNIST as Nielsen's book does: the first `n_training` train samples for
