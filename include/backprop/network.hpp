@@ -865,29 +865,46 @@ class BasicNetwork {
     Matrix& z = m_z[0];
     z.resize(Out, x.count);
     const Scalar* w = p.weights().data();
+    const Scalar* bias = p.biases().data();
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
-    for (Eigen::Index j = 0; j < x.count; ++j) {
-      const auto sample = static_cast<std::size_t>(x.samples[j]);
-      const std::size_t end = x.data->starts[sample + 1];
-      if (j + 1 < x.count) {
-        // The samples are shuffled: fetch the next one's nonzeros while this one sums.
-        const auto next = static_cast<std::size_t>(x.samples[j + 1]);
-        detail::prefetch_range(rows, x.data->starts[next], x.data->starts[next + 1]);
-        detail::prefetch_range(values, x.data->starts[next], x.data->starts[next + 1]);
-      }
-      if constexpr (Out <= detail::small_layer) {
-        detail::sparse_column_sum<Out>(w, p.biases().data(), rows, values, x.data->starts[sample],
-                                       end, z.data() + std::ptrdiff_t{Out} * j);
-      } else {
-        auto acc = z.col(j);
-        acc = p.biases();
-        for (std::size_t k = x.data->starts[sample]; k < end; ++k) {
-          acc.noalias() += values[k] * p.weights().col(rows[k]);
+    const auto* starts = x.data->starts.data();
+    // Wider layers: blocks of rows (a block of the weights stays in the level-2 cache
+    // across the batch), on Eigen's threads when the batch is big enough.
+    detail::for_row_blocks<Out>(parallel_sparse(x), [&](auto block, int r0) {
+      constexpr int R = decltype(block)::value;
+      for (Eigen::Index j = 0; j < x.count; ++j) {
+        const auto sample = static_cast<std::size_t>(x.samples[j]);
+        if (j + 1 < x.count) {
+          // The samples are shuffled: fetch the next one's nonzeros while this one sums.
+          const auto next = static_cast<std::size_t>(x.samples[j + 1]);
+          detail::prefetch_range(rows, starts[next], starts[next + 1]);
+          detail::prefetch_range(values, starts[next], starts[next + 1]);
         }
+        detail::sparse_column_sum<R>(w + r0, bias + r0, rows, values, starts[sample],
+                                     starts[sample + 1], z.data() + std::ptrdiff_t{Out} * j + r0,
+                                     Out);
       }
-    }
+    });
     activate_batch<0>(mask_rng);
+  }
+
+  /// Whether the sparse first-layer kernels of this batch may use Eigen's threads:
+  /// when the layer has several row blocks and the batch has enough work.
+  bool parallel_sparse(const SparseInputBatch& x) const {
+    constexpr int Out = LayerDescriptor<0>::outputs;
+    if constexpr (Out <= detail::small_layer) {
+      return false;
+    } else {
+      if (Eigen::nbThreads() < 2) return false;
+      std::size_t nonzeros = 0;
+      const auto* starts = x.data->starts.data();
+      for (Eigen::Index j = 0; j < x.count; ++j) {
+        const auto sample = static_cast<std::size_t>(x.samples[j]);
+        nonzeros += starts[sample + 1] - starts[sample];
+      }
+      return static_cast<double>(nonzeros) * Out >= detail::parallel_work;
+    }
   }
 
   /// The rest of forward_batch once m_z[I] holds layer I's z: activation, dropout,
@@ -1028,20 +1045,19 @@ class BasicNetwork {
     Scalar* w = target.data();
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
-    for (Eigen::Index j = 0; j < x.count; ++j) {
-      const auto sample = static_cast<std::size_t>(x.samples[j]);
-      const std::size_t end = x.data->starts[sample + 1];
-      if constexpr (Out <= detail::small_layer) {
-        Scalar d[Out];
-        const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j;
-        for (int i = 0; i < Out; ++i) d[i] = factor * dj[i];
-        detail::sparse_column_update<Out>(w, d, rows, values, x.data->starts[sample], end);
-      } else {
-        for (std::size_t k = x.data->starts[sample]; k < end; ++k) {
-          target.col(rows[k]).noalias() += (factor * values[k]) * delta.col(j);
-        }
+    const auto* starts = x.data->starts.data();
+    // Every coefficient receives its samples' terms in batch order, whatever the blocks.
+    detail::for_row_blocks<Out>(parallel_sparse(x), [&](auto block, int r0) {
+      constexpr int R = decltype(block)::value;
+      for (Eigen::Index j = 0; j < x.count; ++j) {
+        const auto sample = static_cast<std::size_t>(x.samples[j]);
+        Scalar d[R];
+        const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j + r0;
+        for (int i = 0; i < R; ++i) d[i] = factor * dj[i];
+        detail::sparse_column_update<R>(w + r0, d, rows, values, starts[sample],
+                                        starts[sample + 1], Out);
       }
-    }
+    });
   }
 
   using ParameterTuple = std::tuple<typename Layers::template Parameters<Scalar>...>;

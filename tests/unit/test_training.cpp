@@ -380,7 +380,7 @@ TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]")
   };
   const bp::SgdOptions o{.epochs = 4, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
   compare(Small{4}, Small{4}, o);  // fixed-size column path (8 outputs)
-  compare(Net{4}, Net{4}, o);      // Eigen column path (130 outputs), with dropout
+  compare(Net{4}, Net{4}, o);      // blocks of rows (80 and 50 of 130 outputs), with dropout
   auto reg = o;
   reg.lambda = 0.5;
   reg.lambda1 = 0.1;
@@ -390,7 +390,8 @@ TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]")
 TEST_CASE("sgd's sparse first layer equals the dense one in float, through the vector kernels",
           "[training][sparse]") {
   // 50 inputs (three 16-lane chunks and a partial one), 85% zeros; first layers of 7,
-  // 16, 30 and 100 outputs cover the kernels' masked, exact, partial and wide cases.
+  // 16, 30 and 100 outputs cover the kernels' masked, exact, partial and wide cases,
+  // 300 the blocks of rows of wider layers (112, 112 and 76 rows).
   bp::Dataset<float> train;
   train.inputs = bptest::random_matrix<float>(50, 233, 31, -5.6, 1.0).cwiseMax(0.0f);
   train.inputs.col(7).setZero();
@@ -416,6 +417,8 @@ TEST_CASE("sgd's sparse first layer equals the dense one in float, through the v
           bp::Network<bp::Dense<50, 30, bp::Sigmoid>, bp::Dense<30, 3, bp::Sigmoid>>{4});
   compare(bp::Network<bp::Dense<50, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{4},
           bp::Network<bp::Dense<50, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{4});
+  compare(bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4});
 
   SECTION("NaN and Inf in any chunk are rejected before training") {
     for (const float bad :
@@ -433,4 +436,45 @@ TEST_CASE("sgd's sparse first layer equals the dense one in float, through the v
       }
     }
   }
+}
+
+TEST_CASE("sgd's sparse first layer gives the same parameters on 1 and 2 Eigen threads",
+          "[training][sparse][threads]") {
+  // A first layer of 300 outputs runs as 3 blocks of rows, on Eigen's OpenMP threads
+  // when the build has OpenMP (test_training links it with g++) and a batch has
+  // enough work (64 samples x ~20 nonzeros x 300 outputs here). Each block does the
+  // same operations either way, so the parameters must be bit-identical. The later
+  // products are below Eigen's own threshold for parallel GEMM (3 x 64 x 300).
+  bp::Dataset<float> train;
+  train.inputs = bptest::random_matrix<float>(100, 640, 41, -4.0, 1.0).cwiseMax(0.0f);
+  train.labels.resize(640);
+  for (Eigen::Index i = 0; i < 640; ++i) train.labels(i) = train.inputs(5, i) > 0 ? 2 : i % 2;
+  train.targets = bp::one_hot<float>(train.labels, 3);
+  using Net = bp::Network<bp::Dense<100, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>;
+  auto train_on = [&](int threads, bp::SgdOptions o, auto optimizer) {
+    const int before = Eigen::nbThreads();
+    Eigen::setNbThreads(threads);
+#if defined(_OPENMP)
+    CHECK(Eigen::nbThreads() == threads);
+#endif
+    Net net{9};
+    try {
+      net.sgd(train, o, nullptr, optimizer);
+    } catch (...) {
+      Eigen::setNbThreads(before);
+      throw;
+    }
+    Eigen::setNbThreads(before);
+    return net;
+  };
+  bp::SgdOptions o{.epochs = 2, .mini_batch_size = 64, .eta = 0.5, .on_epoch = bp::quiet,
+                   .sparse_input_density = 0.5};
+  const Net one = train_on(1, o, bp::PlainSgd{});
+  CHECK(train_on(2, o, bp::PlainSgd{}) == one);
+  CHECK(bptest::max_parameter_difference(one, Net{9}) > 1e-3);  // it trained
+  o.sparse_input_density = 0.0;
+  CHECK(bptest::max_parameter_difference(train_on(1, o, bp::PlainSgd{}), one) <= 2e-5);
+  // Other optimizers: the gradient goes to a buffer first.
+  o.sparse_input_density = 0.5;
+  CHECK(train_on(2, o, bp::Momentum{0.9}) == train_on(1, o, bp::Momentum{0.9}));
 }

@@ -17,6 +17,9 @@
 #include <memory>
 #include <type_traits>
 #include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace backprop::detail {
 
@@ -216,17 +219,57 @@ inline void prefetch_range(const T* p, std::size_t begin, std::size_t end) {
 #endif
 }
 
-/// Layers up to this many outputs use the kernels below (the column sums of one
-/// sample fit in registers); wider ones use Eigen column operations.
+/// Layers up to this many outputs use the kernels below directly (the column sums of
+/// one sample fit in registers); wider ones run them on blocks of rows
+/// (for_row_blocks).
 inline constexpr int small_layer = 128;
+
+/// Below this many multiply-adds per mini-batch the sparse kernels stay on the calling
+/// thread (a parallel region costs a few microseconds).
+inline constexpr double parallel_work = 131072.0;
+
+/// Splits Out rows into equal blocks of at most small_layer rows (multiples of 16 but
+/// the last) and calls f(std::integral_constant<int, rows>{}, first_row) for each.
+/// The blocks share no output, so with `parallel`, an OpenMP build and more than one
+/// Eigen thread, they run on Eigen's threads (OpenMP's pool, as Eigen's own GEMM):
+/// each block does the same operations in the same order either way, so the results
+/// do not depend on the thread count.
+template <int Out, class F>
+void for_row_blocks(bool parallel, F&& f) {
+  constexpr int n = (Out + small_layer - 1) / small_layer;
+  constexpr int per = (Out + n - 1) / n;
+  constexpr int size = n == 1 ? Out : std::min(small_layer, (per + 15) / 16 * 16);
+  constexpr int last = Out - (n - 1) * size;
+  static_assert(size <= small_layer && last > 0 && last <= size);
+  auto one = [&f](int b) {
+    if (b == n - 1) {
+      f(std::integral_constant<int, last>{}, b * size);
+    } else if constexpr (n > 1) {
+      f(std::integral_constant<int, size>{}, b * size);
+    }
+  };
+#if defined(_OPENMP)
+  const int threads = std::min(Eigen::nbThreads(), n);
+  if (parallel && threads > 1 && omp_in_parallel() == 0) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int b = 0; b < n; ++b) one(b);
+    return;
+  }
+#else
+  (void)parallel;
+#endif
+  for (int b = 0; b < n; ++b) one(b);
+}
 
 /// The first layer's z for one sample from its nonzero inputs:
 /// out = bias + sum over k in [begin, end) of values[k] * column rows[k] of the
-/// column-major Out x n matrix `w`. For Out <= small_layer (the accumulators stay in
+/// column-major Out x n matrix `w` whose columns are `ld` apart (ld > Out for a block
+/// of rows of a wider matrix). For Out <= small_layer (the accumulators stay in
 /// registers).
 template <int Out, class Scalar, class RowIndex>
 void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows,
-                       const Scalar* values, std::size_t begin, std::size_t end, Scalar* out) {
+                       const Scalar* values, std::size_t begin, std::size_t end, Scalar* out,
+                       std::ptrdiff_t ld = Out) {
   static_assert(Out <= small_layer);
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<Scalar, float>) {
@@ -246,7 +289,7 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
     for (; k + Sets <= end; k += Sets) {
       for (int t = 0; t < Sets; ++t) {
         const __m512 x = _mm512_set1_ps(values[k + t]);
-        const float* c = w + std::ptrdiff_t{Out} * rows[k + t];
+        const float* c = w + ld * rows[k + t];
         for (int v = 0; v < V; ++v) {
           acc[t][v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask(v), c + 16 * v), acc[t][v]);
         }
@@ -254,7 +297,7 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
     }
     for (; k < end; ++k) {
       const __m512 x = _mm512_set1_ps(values[k]);
-      const float* c = w + std::ptrdiff_t{Out} * rows[k];
+      const float* c = w + ld * rows[k];
       for (int v = 0; v < V; ++v) {
         acc[0][v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask(v), c + 16 * v), acc[0][v]);
       }
@@ -276,10 +319,10 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
   std::size_t k = begin;
   for (; k + 4 <= end; k += 4) {
     const Scalar x0 = values[k], x1 = values[k + 1], x2 = values[k + 2], x3 = values[k + 3];
-    const Scalar* c0 = w + std::ptrdiff_t{Out} * rows[k];
-    const Scalar* c1 = w + std::ptrdiff_t{Out} * rows[k + 1];
-    const Scalar* c2 = w + std::ptrdiff_t{Out} * rows[k + 2];
-    const Scalar* c3 = w + std::ptrdiff_t{Out} * rows[k + 3];
+    const Scalar* c0 = w + ld * rows[k];
+    const Scalar* c1 = w + ld * rows[k + 1];
+    const Scalar* c2 = w + ld * rows[k + 2];
+    const Scalar* c3 = w + ld * rows[k + 3];
     for (int i = 0; i < Out; ++i) {
       a0[i] += x0 * c0[i];
       a1[i] += x1 * c1[i];
@@ -289,18 +332,18 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
   }
   for (; k < end; ++k) {
     const Scalar x = values[k];
-    const Scalar* c = w + std::ptrdiff_t{Out} * rows[k];
+    const Scalar* c = w + ld * rows[k];
     for (int i = 0; i < Out; ++i) a0[i] += x * c[i];
   }
   for (int i = 0; i < Out; ++i) out[i] = (a0[i] + a1[i]) + (a2[i] + a3[i]);
 }
 
 /// The first layer's weight update for one sample: column rows[k] of the
-/// column-major Out x n matrix `w` += values[k] * d, for k in [begin, end)
-/// (d = -eta/m delta_j for plain SGD). For Out <= small_layer.
+/// column-major Out x n matrix `w` (columns `ld` apart) += values[k] * d, for k in
+/// [begin, end) (d = -eta/m delta_j for plain SGD). For Out <= small_layer.
 template <int Out, class Scalar, class RowIndex>
 void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, const Scalar* values,
-                          std::size_t begin, std::size_t end) {
+                          std::size_t begin, std::size_t end, std::ptrdiff_t ld = Out) {
   static_assert(Out <= small_layer);
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<Scalar, float> && Out >= 16) {
@@ -313,7 +356,7 @@ void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, cons
     for (std::size_t k = begin; k < end; ++k) {
       const float x = values[k];
       const __m512 xv = _mm512_set1_ps(x);
-      float* c = w + std::ptrdiff_t{Out} * rows[k];
+      float* c = w + ld * rows[k];
       for (int v = 0; v < V; ++v) {
         _mm512_storeu_ps(c + 16 * v, _mm512_fmadd_ps(xv, dv[v], _mm512_loadu_ps(c + 16 * v)));
       }
@@ -324,7 +367,7 @@ void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, cons
 #endif
   for (std::size_t k = begin; k < end; ++k) {
     const Scalar x = values[k];
-    Scalar* c = w + std::ptrdiff_t{Out} * rows[k];
+    Scalar* c = w + ld * rows[k];
     for (int i = 0; i < Out; ++i) c[i] += x * d[i];
   }
 }
