@@ -473,6 +473,14 @@ class BasicNetwork {
     if (!finite) throw ValueError("sgd: the training inputs contain NaN or Inf");
     const Regularisation reg{options.lambda, options.lambda1, static_cast<double>(n)};
     using Clock = std::chrono::steady_clock;
+    // The padded first layer (pad_first_layer) is used between the callbacks: without
+    // on_batch, from the start of each epoch's mini-batches to their end.
+    const bool pad =
+        pad_first_layer && std::is_same_v<Opt, PlainSgd> && !sparse.empty() && !options.on_batch;
+    struct Unpad {
+      BasicNetwork& net;
+      ~Unpad() { net.unpad_first_layer_weights(); }
+    };
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
       const auto start = Clock::now();
       const double eta = control.learning_rate.eta();
@@ -480,6 +488,8 @@ class BasicNetwork {
       if (guard) m_snapshot = m_layers;
       if (options.shuffle) m_rng.shuffle(order.begin(), order.end());
       double running = 0.0;
+      Unpad unpad{*this};  // also on an exception (diverged() has stopped using the copy)
+      if (pad) pad_first_layer_weights();
       for (Eigen::Index k = 0; k < n; k += m) {
         const Eigen::Index count = std::min(m, n - k);
         yb.resize(outputs, count);
@@ -495,7 +505,7 @@ class BasicNetwork {
         }
         const Eigen::Index batch_number = k / m + 1;
         if (guard && (batch_number % guard_interval == 0 || k + count == n)) {
-          if (!parameters_finite()) {
+          if (!training_parameters_finite()) {
             const Eigen::Index from = (batch_number - 1) / guard_interval * guard_interval + 1;
             diverged(epoch, from, batch_number, (from - 1) * m, k + count - 1, eta);
           }
@@ -514,6 +524,7 @@ class BasicNetwork {
           options.on_batch(p);
         }
       }
+      unpad_first_layer_weights();
       EpochReport report;
       report.epoch = epoch;
       report.epochs = options.epochs;
@@ -804,6 +815,49 @@ class BasicNetwork {
   static constexpr bool sample_kernels =
       LayerDescriptor<0>::outputs <= detail::small_layer && inputs <= 4096;
 
+  /// sgd's sparse first layer with plain SGD works on a copy of the weights whose
+  /// columns are padded to whole 16-float vectors (64 bytes, as Eigen aligns them with
+  /// AVX-512): every column then starts a cache line and the kernels need no masks
+  /// or scalar tails. 784-30-10: the two sparse loops take 25% less time (30 rows
+  /// touch 2.75 cache lines per column on average, padded to 32 rows exactly 2).
+#if defined(__AVX512F__)
+  static constexpr bool pad_first_layer = std::is_same_v<Scalar, float> &&
+                                          LayerDescriptor<0>::outputs <= detail::small_layer &&
+                                          LayerDescriptor<0>::outputs % 16 != 0;
+#else
+  static constexpr bool pad_first_layer = false;
+#endif
+  static constexpr int padded_first = (LayerDescriptor<0>::outputs + 15) / 16 * 16;
+
+  /// Starts working on the padded copy of the first layer's weights.
+  void pad_first_layer_weights() {
+    const auto& w = layer<0>().weights();
+    if (m_first_padded.rows() != padded_first || m_first_padded.cols() != w.cols()) {
+      m_first_padded.setZero(padded_first, w.cols());
+    }
+    m_first_padded.topRows(w.rows()) = w;
+    m_padded_active = true;
+  }
+
+  /// Copies the padded first-layer weights back (if in use) and stops using them.
+  void unpad_first_layer_weights() noexcept {
+    if (!m_padded_active) return;
+    m_padded_active = false;
+    auto& w = layer<0>().weights();
+    w = m_first_padded.topRows(w.rows());  // same size: no allocation
+  }
+
+  /// parameters_finite() while sgd may hold the first layer's weights padded.
+  bool training_parameters_finite() const {
+    if (!m_padded_active) return parameters_finite();
+    bool ok = detail::all_finite(m_first_padded);
+    detail::for_each_index<num_layers>([&](auto i) {
+      if constexpr (decltype(i)::value > 0) ok = ok && detail::all_finite(layer<i>().weights());
+      ok = ok && detail::all_finite(layer<i>().biases());
+    });
+    return ok;
+  }
+
   template <std::size_t I, class Delta, class X0, class Acts, class Zs>
   void backward_sample(const Delta& delta, const X0& x0, const Acts& acts, const Zs& zs,
                        BiasGradients& nabla_b, WeightGradients& nabla_w) const {
@@ -860,12 +914,24 @@ class BasicNetwork {
   /// nonzero inputs of each sample only.
   void forward_sparse(const SparseInputBatch& x, Rng* mask_rng) {
     m_dropout_active = mask_rng != nullptr;
-    const auto& p = layer<0>();
+    if constexpr (pad_first_layer) {
+      if (m_padded_active) {
+        sparse_first_z<padded_first>(m_first_padded.data(), x);
+        activate_batch<0>(mask_rng);
+        return;
+      }
+    }
+    sparse_first_z<LayerDescriptor<0>::outputs>(layer<0>().weights().data(), x);
+    activate_batch<0>(mask_rng);
+  }
+
+  /// m_z[0] = W x + b for a sparse batch, W's columns Ld apart (Ld > outputs: padded).
+  template <int Ld>
+  void sparse_first_z(const Scalar* w, const SparseInputBatch& x) {
     constexpr int Out = LayerDescriptor<0>::outputs;
     Matrix& z = m_z[0];
     z.resize(Out, x.count);
-    const Scalar* w = p.weights().data();
-    const Scalar* bias = p.biases().data();
+    const Scalar* bias = layer<0>().biases().data();
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
     const auto* starts = x.data->starts.data();
@@ -881,12 +947,11 @@ class BasicNetwork {
           detail::prefetch_range(rows, starts[next], starts[next + 1]);
           detail::prefetch_range(values, starts[next], starts[next + 1]);
         }
-        detail::sparse_column_sum<R>(w + r0, bias + r0, rows, values, starts[sample],
-                                     starts[sample + 1], z.data() + std::ptrdiff_t{Out} * j + r0,
-                                     Out);
+        detail::sparse_column_sum<R, (Ld > Out ? Ld : R)>(
+            w + r0, bias + r0, rows, values, starts[sample], starts[sample + 1],
+            z.data() + std::ptrdiff_t{Out} * j + r0, Ld);
       }
     });
-    activate_batch<0>(mask_rng);
   }
 
   /// Whether the sparse first-layer kernels of this batch may use Eigen's threads:
@@ -1004,14 +1069,30 @@ class BasicNetwork {
       if constexpr (std::is_same_v<Opt, PlainSgd>) {
         const Scalar rate = static_cast<Scalar>(eta * inv_m);
         const Scalar keep = static_cast<Scalar>(1.0 - eta * reg.lambda / reg.n);
+        constexpr bool sparse = detail::is_sparse_batch<std::decay_t<decltype(a_prev)>>;
+        // The padded copy's extra rows are zero and stay zero (0 * keep, sign(0) = 0).
+        Matrix& weights = [&]() -> Matrix& {
+          if constexpr (sparse && pad_first_layer) {
+            if (m_padded_active) return m_first_padded;
+          }
+          return p.weights();
+        }();
         if (l1 != 0.0) {
           const Scalar shrink = static_cast<Scalar>(eta * l1);
-          p.weights().array() = keep * p.weights().array() - shrink * p.weights().array().sign();
+          weights.array() = keep * weights.array() - shrink * weights.array().sign();
         } else if (keep != Scalar(1)) {
-          p.weights() *= keep;
+          weights *= keep;
         }
-        if constexpr (detail::is_sparse_batch<std::decay_t<decltype(a_prev)>>) {
-          sparse_outer_add(p.weights(), -rate, delta, a_prev);
+        if constexpr (sparse) {
+          if constexpr (pad_first_layer) {
+            if (m_padded_active) {
+              sparse_outer_add<padded_first>(weights, -rate, delta, a_prev);
+            } else {
+              sparse_outer_add(weights, -rate, delta, a_prev);
+            }
+          } else {
+            sparse_outer_add(weights, -rate, delta, a_prev);
+          }
         } else {
           m_gemm_update[I].template add<false, true>(p.weights(), -rate, delta, a_prev);
         }
@@ -1039,9 +1120,11 @@ class BasicNetwork {
 
   /// target += factor * delta x^T over the nonzero inputs only: for every sample j and
   /// nonzero input k, column k of target (Out x inputs) moves by factor * x_kj * delta_j.
+  template <int Ld = LayerDescriptor<0>::outputs>
   void sparse_outer_add(Matrix& target, Scalar factor, const Matrix& delta,
                         const SparseInputBatch& x) {
     constexpr int Out = LayerDescriptor<0>::outputs;
+    static_assert(Ld == Out || Out <= detail::small_layer);
     Scalar* w = target.data();
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
@@ -1049,13 +1132,14 @@ class BasicNetwork {
     // Every coefficient receives its samples' terms in batch order, whatever the blocks.
     detail::for_row_blocks<Out>(parallel_sparse(x), [&](auto block, int r0) {
       constexpr int R = decltype(block)::value;
+      constexpr int Padded = Ld > Out ? Ld : R;
+      Scalar d[Padded] = {};  // zero past R: the padded rows stay zero
       for (Eigen::Index j = 0; j < x.count; ++j) {
         const auto sample = static_cast<std::size_t>(x.samples[j]);
-        Scalar d[R];
         const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j + r0;
         for (int i = 0; i < R; ++i) d[i] = factor * dj[i];
-        detail::sparse_column_update<R>(w + r0, d, rows, values, starts[sample],
-                                        starts[sample + 1], Out);
+        detail::sparse_column_update<R, Padded>(w + r0, d, rows, values, starts[sample],
+                                                starts[sample + 1], Ld);
       }
     });
   }
@@ -1092,6 +1176,7 @@ class BasicNetwork {
 
   [[noreturn]] void diverged(int epoch, Eigen::Index first_batch, Eigen::Index last_batch,
                              Eigen::Index first, Eigen::Index last, double eta) {
+    m_padded_active = false;  // the padded copy holds the diverged weights: dropped
     m_layers = m_snapshot;
     const std::string batches =
         first_batch == last_batch
@@ -1579,6 +1664,10 @@ class BasicNetwork {
   bool m_dropout_active = false;
   // The sparse copy of the training inputs of the last sgd call (buffers reused).
   SparseInputs m_sparse;
+  // sgd's working copy of the first layer's weights with whole-vector columns
+  // (pad_first_layer), holding the current weights while m_padded_active.
+  Matrix m_first_padded;
+  bool m_padded_active = false;
   // Packing buffers of the large products (forward, backward, weight gradient).
   std::array<detail::GemmWorkspace<Scalar>, num_layers> m_gemm_forward, m_gemm_backward,
       m_gemm_update;

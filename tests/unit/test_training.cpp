@@ -420,6 +420,43 @@ TEST_CASE("sgd's sparse first layer equals the dense one in float, through the v
   compare(bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4},
           bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4});
 
+  SECTION("regularised, with a progress callback, and diverging") {
+    // With AVX-512, plain SGD on the sparse path trains a copy of the first layer's
+    // weights padded to whole vectors (7 -> 16, 30 -> 32, 100 -> 112 rows), except
+    // while on_batch is set; L2 and L1 then act on the copy.
+    using Net = bp::Network<bp::Dense<50, 30, bp::Sigmoid>, bp::Dense<30, 3, bp::Sigmoid>>;
+    auto options = o;
+    options.lambda = 2.0;
+    options.lambda1 = 0.5;
+    options.sparse_input_density = 0.5;
+    Net padded{4}, callback{4}, dense{4};
+    padded.sgd(train, options);
+    int batches = 0;
+    options.on_batch = [&](const bp::BatchProgress&) { ++batches; };
+    callback.sgd(train, options);
+    CHECK(batches == 3 * 24);
+    CHECK(bptest::max_parameter_difference(padded, callback) <= 1e-6);
+    options.on_batch = nullptr;
+    options.sparse_input_density = 0.0;
+    dense.sgd(train, options);
+    CHECK(bptest::max_parameter_difference(padded, dense) <= 2e-5);
+    CHECK(bptest::max_parameter_difference(padded, Net{4}) > 1e-3);
+
+    // A linear first layer and a huge eta: the weights overflow within an epoch.
+    using Linear = bp::Network<bp::Dense<50, 30, bp::Identity>, bp::Dense<30, 3, bp::Identity>>;
+    Linear net{4};
+    const Linear before = net;
+    auto reckless = o;
+    reckless.eta = 1e6;
+    reckless.sparse_input_density = 0.5;
+    CHECK_THROWS_AS(net.sgd(train, reckless), bp::DivergenceError);
+    CHECK(net == before);  // the start of epoch 1, not the padded copy's overflowed weights
+    reckless.on_divergence = bp::SgdOptions::OnDivergence::keep_going;
+    CHECK_NOTHROW(net.sgd(train, reckless));
+    CHECK_FALSE(net.parameters_finite());  // the padded copy's weights were copied back
+    CHECK_FALSE(bp::detail::all_finite(net.layer<0>().weights()));
+  }
+
   SECTION("NaN and Inf in any chunk are rejected before training") {
     for (const float bad :
          {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
