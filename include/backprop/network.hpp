@@ -936,40 +936,43 @@ class BasicNetwork {
     const Scalar* values = x.data->values.get();
     const auto* starts = x.data->starts.data();
     // Wider layers: blocks of rows (a block of the weights stays in the level-2 cache
-    // across the batch), on Eigen's threads when the batch is big enough.
-    detail::for_row_blocks<Out>(parallel_sparse(x), [&](auto block, int r0) {
-      constexpr int R = decltype(block)::value;
-      for (Eigen::Index j = 0; j < x.count; ++j) {
-        const auto sample = static_cast<std::size_t>(x.samples[j]);
-        if (j + 1 < x.count) {
-          // The samples are shuffled: fetch the next one's nonzeros while this one sums.
-          const auto next = static_cast<std::size_t>(x.samples[j + 1]);
-          detail::prefetch_range(rows, starts[next], starts[next + 1]);
-          detail::prefetch_range(values, starts[next], starts[next + 1]);
+    // across the batch), on Eigen's threads when the batch is big enough; a layer of
+    // one block splits the batch's samples between the threads instead.
+    const bool parallel = parallel_sparse(x);
+    constexpr bool by_rows = Out > detail::small_layer;
+    const int parts = parallel && !by_rows ? std::max(1, Eigen::nbThreads()) : 1;
+    detail::parallel_for(parts, parts > 1, [&](int part) {
+      const Eigen::Index j0 = x.count * part / parts, j1 = x.count * (part + 1) / parts;
+      detail::for_row_blocks<Out>(parallel && by_rows, [&](auto block, int r0) {
+        constexpr int R = decltype(block)::value;
+        for (Eigen::Index j = j0; j < j1; ++j) {
+          const auto sample = static_cast<std::size_t>(x.samples[j]);
+          if (j + 1 < j1) {
+            // The samples are shuffled: fetch the next one's nonzeros while this one sums.
+            const auto next = static_cast<std::size_t>(x.samples[j + 1]);
+            detail::prefetch_range(rows, starts[next], starts[next + 1]);
+            detail::prefetch_range(values, starts[next], starts[next + 1]);
+          }
+          detail::sparse_column_sum<R, (Ld > Out ? Ld : R)>(
+              w + r0, bias + r0, rows, values, starts[sample], starts[sample + 1],
+              z.data() + std::ptrdiff_t{Out} * j + r0, Ld);
         }
-        detail::sparse_column_sum<R, (Ld > Out ? Ld : R)>(
-            w + r0, bias + r0, rows, values, starts[sample], starts[sample + 1],
-            z.data() + std::ptrdiff_t{Out} * j + r0, Ld);
-      }
+      });
     });
   }
 
   /// Whether the sparse first-layer kernels of this batch may use Eigen's threads:
-  /// when the layer has several row blocks and the batch has enough work.
+  /// more than one, and enough work in the batch.
   bool parallel_sparse(const SparseInputBatch& x) const {
     constexpr int Out = LayerDescriptor<0>::outputs;
-    if constexpr (Out <= detail::small_layer) {
-      return false;
-    } else {
-      if (Eigen::nbThreads() < 2) return false;
-      std::size_t nonzeros = 0;
-      const auto* starts = x.data->starts.data();
-      for (Eigen::Index j = 0; j < x.count; ++j) {
-        const auto sample = static_cast<std::size_t>(x.samples[j]);
-        nonzeros += starts[sample + 1] - starts[sample];
-      }
-      return static_cast<double>(nonzeros) * Out >= detail::parallel_work;
+    if (Eigen::nbThreads() < 2) return false;
+    std::size_t nonzeros = 0;
+    const auto* starts = x.data->starts.data();
+    for (Eigen::Index j = 0; j < x.count; ++j) {
+      const auto sample = static_cast<std::size_t>(x.samples[j]);
+      nonzeros += starts[sample + 1] - starts[sample];
     }
+    return static_cast<double>(nonzeros) * Out >= detail::parallel_work;
   }
 
   /// The rest of forward_batch once m_z[I] holds layer I's z: activation, dropout,
@@ -1129,18 +1132,33 @@ class BasicNetwork {
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
     const auto* starts = x.data->starts.data();
-    // Every coefficient receives its samples' terms in batch order, whatever the blocks.
-    detail::for_row_blocks<Out>(parallel_sparse(x), [&](auto block, int r0) {
-      constexpr int R = decltype(block)::value;
-      constexpr int Padded = Ld > Out ? Ld : R;
-      Scalar d[Padded] = {};  // zero past R: the padded rows stay zero
-      for (Eigen::Index j = 0; j < x.count; ++j) {
-        const auto sample = static_cast<std::size_t>(x.samples[j]);
-        const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j + r0;
-        for (int i = 0; i < R; ++i) d[i] = factor * dj[i];
-        detail::sparse_column_update<R, Padded>(w + r0, d, rows, values, starts[sample],
-                                                starts[sample + 1], Ld);
-      }
+    // Threads take contiguous ranges of columns (inputs): no cache line is written by
+    // two threads. Within a range, blocks of rows. Every coefficient receives its
+    // samples' terms in batch order, whatever the ranges and blocks.
+    const int parts = parallel_sparse(x) ? std::max(1, Eigen::nbThreads()) : 1;
+    detail::parallel_for(parts, parts > 1, [&](int part) {
+      using RowIndex = typename SparseInputs::RowIndexType;
+      const auto first = static_cast<RowIndex>(std::int64_t{inputs} * part / parts);
+      const std::int64_t last = std::int64_t{inputs} * (part + 1) / parts;
+      detail::for_row_blocks<Out>(false, [&](auto block, int r0) {
+        constexpr int R = decltype(block)::value;
+        constexpr int Padded = Ld > Out ? Ld : R;
+        Scalar d[Padded] = {};  // zero past R: the padded rows stay zero
+        for (Eigen::Index j = 0; j < x.count; ++j) {
+          const auto sample = static_cast<std::size_t>(x.samples[j]);
+          std::size_t begin = starts[sample], end = starts[sample + 1];
+          if (parts > 1) {  // the sample's nonzeros in [first, last): rows are ascending
+            begin = static_cast<std::size_t>(std::lower_bound(rows + begin, rows + end, first) - rows);
+            if (last < inputs) {
+              end = static_cast<std::size_t>(
+                  std::lower_bound(rows + begin, rows + end, static_cast<RowIndex>(last)) - rows);
+            }
+          }
+          const Scalar* dj = delta.data() + std::ptrdiff_t{Out} * j + r0;
+          for (int i = 0; i < R; ++i) d[i] = factor * dj[i];
+          detail::sparse_column_update<R, Padded>(w + r0, d, rows, values, begin, end, Ld);
+        }
+      });
     });
   }
 
