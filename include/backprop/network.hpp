@@ -1132,8 +1132,8 @@ class BasicNetwork {
     const auto* rows = x.data->rows.get();
     const Scalar* values = x.data->values.get();
     const auto* starts = x.data->starts.data();
-    // Threads take contiguous ranges of columns (inputs): no cache line is written by
-    // two threads. Within a range, blocks of rows. Every coefficient receives its
+    // Threads take contiguous ranges of columns (inputs), not blocks of rows (see
+    // for_row_blocks). Within a range, blocks of rows. Every coefficient receives its
     // samples' terms in batch order, whatever the ranges and blocks.
     const int parts = parallel_sparse(x) ? std::max(1, Eigen::nbThreads()) : 1;
     detail::parallel_for(parts, parts > 1, [&](int part) {
