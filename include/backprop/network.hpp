@@ -1148,7 +1148,8 @@ class BasicNetwork {
           const auto sample = static_cast<std::size_t>(x.samples[j]);
           std::size_t begin = starts[sample], end = starts[sample + 1];
           if (parts > 1) {  // the sample's nonzeros in [first, last): rows are ascending
-            begin = static_cast<std::size_t>(std::lower_bound(rows + begin, rows + end, first) - rows);
+            begin =
+                static_cast<std::size_t>(std::lower_bound(rows + begin, rows + end, first) - rows);
             if (last < inputs) {
               end = static_cast<std::size_t>(
                   std::lower_bound(rows + begin, rows + end, static_cast<RowIndex>(last)) - rows);

@@ -506,7 +506,10 @@ TEST_CASE("sgd's sparse first layer gives the same parameters on 1 and 2 Eigen t
       Eigen::setNbThreads(before);
       return net;
     };
-    bp::SgdOptions o{.epochs = 2, .mini_batch_size = 128, .eta = 0.5, .on_epoch = bp::quiet,
+    bp::SgdOptions o{.epochs = 2,
+                     .mini_batch_size = 128,
+                     .eta = 0.5,
+                     .on_epoch = bp::quiet,
                      .sparse_input_density = 0.5};
     const Net one = train_on(1, o, bp::PlainSgd{});
     CHECK(train_on(2, o, bp::PlainSgd{}) == one);
