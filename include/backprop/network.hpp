@@ -397,12 +397,7 @@ class BasicNetwork {
 
   /// \brief True when every weight and bias is finite.
   [[nodiscard]] bool parameters_finite() const {
-    bool ok = true;
-    detail::for_each_index<num_layers>([&](auto i) {
-      ok =
-          ok && detail::all_finite(layer<i>().weights()) && detail::all_finite(layer<i>().biases());
-    });
-    return ok;
+    return parameters_finite_with(layer<0>().weights());
   }
 
   /// \brief Sum of squares of all weights (not biases).
@@ -496,7 +491,8 @@ class BasicNetwork {
         const Eigen::Index* batch = order.data() + k;
         for (Eigen::Index j = 0; j < count; ++j) yb.col(j) = training_data.targets.col(batch[j]);
         if (!sparse.empty()) {
-          const SparseInputBatch xs{&sparse, batch, count};
+          SparseInputBatch xs{&sparse, batch, count};
+          xs.parallel = parallel_sparse(xs);
           step<Cost>(xs, yb, eta, reg, optimizer, states, ++updates);
         } else {
           xb.resize(inputs, count);
@@ -505,7 +501,7 @@ class BasicNetwork {
         }
         const Eigen::Index batch_number = k / m + 1;
         if (guard && (batch_number % guard_interval == 0 || k + count == n)) {
-          if (!training_parameters_finite()) {
+          if (!parameters_finite_with(m_padded_active ? m_first_padded : layer<0>().weights())) {
             const Eigen::Index from = (batch_number - 1) / guard_interval * guard_interval + 1;
             diverged(epoch, from, batch_number, (from - 1) * m, k + count - 1, eta);
           }
@@ -847,15 +843,28 @@ class BasicNetwork {
     w = m_first_padded.topRows(w.rows());  // same size: no allocation
   }
 
-  /// parameters_finite() while sgd may hold the first layer's weights padded.
-  bool training_parameters_finite() const {
-    if (!m_padded_active) return parameters_finite();
-    bool ok = detail::all_finite(m_first_padded);
+  /// Whether every parameter is finite, the first layer's weights read from `first`
+  /// (sgd's padded copy while in use).
+  bool parameters_finite_with(const Matrix& first) const {
+    bool ok = detail::all_finite(first);
     detail::for_each_index<num_layers>([&](auto i) {
       if constexpr (decltype(i)::value > 0) ok = ok && detail::all_finite(layer<i>().weights());
       ok = ok && detail::all_finite(layer<i>().biases());
     });
     return ok;
+  }
+
+  /// Calls f(std::integral_constant<int, column stride>{}, weights) with the first
+  /// layer's weights as sgd's sparse path uses them: the padded copy while in use.
+  template <class F>
+  void with_first_weights(F&& f) {
+    if constexpr (pad_first_layer) {
+      if (m_padded_active) {
+        f(std::integral_constant<int, padded_first>{}, m_first_padded);
+        return;
+      }
+    }
+    f(std::integral_constant<int, LayerDescriptor<0>::outputs>{}, layer<0>().weights());
   }
 
   template <std::size_t I, class Delta, class X0, class Acts, class Zs>
@@ -914,14 +923,8 @@ class BasicNetwork {
   /// nonzero inputs of each sample only.
   void forward_sparse(const SparseInputBatch& x, Rng* mask_rng) {
     m_dropout_active = mask_rng != nullptr;
-    if constexpr (pad_first_layer) {
-      if (m_padded_active) {
-        sparse_first_z<padded_first>(m_first_padded.data(), x);
-        activate_batch<0>(mask_rng);
-        return;
-      }
-    }
-    sparse_first_z<LayerDescriptor<0>::outputs>(layer<0>().weights().data(), x);
+    with_first_weights(
+        [&](auto ld, const Matrix& w) { sparse_first_z<decltype(ld)::value>(w.data(), x); });
     activate_batch<0>(mask_rng);
   }
 
@@ -938,7 +941,7 @@ class BasicNetwork {
     // Wider layers: blocks of rows (a block of the weights stays in the level-2 cache
     // across the batch), on Eigen's threads when the batch is big enough; a layer of
     // one block splits the batch's samples between the threads instead.
-    const bool parallel = parallel_sparse(x);
+    const bool parallel = x.parallel;
     constexpr bool by_rows = Out > detail::small_layer;
     const int parts = parallel && !by_rows ? std::max(1, Eigen::nbThreads()) : 1;
     detail::parallel_for(parts, parts > 1, [&](int part) {
@@ -1072,31 +1075,23 @@ class BasicNetwork {
       if constexpr (std::is_same_v<Opt, PlainSgd>) {
         const Scalar rate = static_cast<Scalar>(eta * inv_m);
         const Scalar keep = static_cast<Scalar>(1.0 - eta * reg.lambda / reg.n);
-        constexpr bool sparse = detail::is_sparse_batch<std::decay_t<decltype(a_prev)>>;
-        // The padded copy's extra rows are zero and stay zero (0 * keep, sign(0) = 0).
-        Matrix& weights = [&]() -> Matrix& {
-          if constexpr (sparse && pad_first_layer) {
-            if (m_padded_active) return m_first_padded;
+        // L2 and L1 shrink the weights before the gradient step. (The padded copy's extra
+        // rows are zero and stay zero: 0 * keep, sign(0) = 0.)
+        auto shrink = [&](Matrix& w) {
+          if (l1 != 0.0) {
+            const Scalar s1 = static_cast<Scalar>(eta * l1);
+            w.array() = keep * w.array() - s1 * w.array().sign();
+          } else if (keep != Scalar(1)) {
+            w *= keep;
           }
-          return p.weights();
-        }();
-        if (l1 != 0.0) {
-          const Scalar shrink = static_cast<Scalar>(eta * l1);
-          weights.array() = keep * weights.array() - shrink * weights.array().sign();
-        } else if (keep != Scalar(1)) {
-          weights *= keep;
-        }
-        if constexpr (sparse) {
-          if constexpr (pad_first_layer) {
-            if (m_padded_active) {
-              sparse_outer_add<padded_first>(weights, -rate, delta, a_prev);
-            } else {
-              sparse_outer_add(weights, -rate, delta, a_prev);
-            }
-          } else {
-            sparse_outer_add(weights, -rate, delta, a_prev);
-          }
+        };
+        if constexpr (detail::is_sparse_batch<std::decay_t<decltype(a_prev)>>) {
+          with_first_weights([&](auto ld, Matrix& w) {
+            shrink(w);
+            sparse_outer_add<decltype(ld)::value>(w, -rate, delta, a_prev);
+          });
         } else {
+          shrink(p.weights());
           m_gemm_update[I].template add<false, true>(p.weights(), -rate, delta, a_prev);
         }
         p.biases().noalias() -= rate * delta.rowwise().sum();
@@ -1135,7 +1130,7 @@ class BasicNetwork {
     // Threads take contiguous ranges of columns (inputs), not blocks of rows (see
     // for_row_blocks). Within a range, blocks of rows. Every coefficient receives its
     // samples' terms in batch order, whatever the ranges and blocks.
-    const int parts = parallel_sparse(x) ? std::max(1, Eigen::nbThreads()) : 1;
+    const int parts = x.parallel ? std::max(1, Eigen::nbThreads()) : 1;
     detail::parallel_for(parts, parts > 1, [&](int part) {
       using RowIndex = typename SparseInputs::RowIndexType;
       const auto first = static_cast<RowIndex>(std::int64_t{inputs} * part / parts);

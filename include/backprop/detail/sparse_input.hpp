@@ -236,6 +236,7 @@ struct SparseBatch {
   const SparseColumns<Scalar, RowIndex>* data;
   const Eigen::Index* samples;
   Eigen::Index count;
+  bool parallel = false;  ///< the first-layer kernels may use Eigen's threads for it
   [[nodiscard]] Eigen::Index cols() const noexcept { return count; }
 };
 
