@@ -206,8 +206,9 @@ class BasicNetwork {
                        " columns (use gradient() for batches)");
     }
     // Forward, keeping every z and activation as the seed does.
-    std::tuple<detail::ColumnVector<Scalar, Layers::outputs>...> zs;
-    std::tuple<detail::ColumnVector<Scalar, Layers::outputs>...> acts;
+    // Up to 64 rows on the stack (no heap allocation but the returned gradients').
+    std::tuple<detail::SmallVector<Scalar, Layers::outputs>...> zs;
+    std::tuple<detail::SmallVector<Scalar, Layers::outputs>...> acts;
     // A contiguous column is read in place; anything else is copied once.
     const Eigen::Ref<const Vector> x0(x.derived());
     detail::for_each_index<num_layers>([&](auto i) {
@@ -227,6 +228,8 @@ class BasicNetwork {
       } else {
         if constexpr (I == 0) {
           z.noalias() = p.weights() * x0;
+        } else if constexpr (small_sample_layer<I>) {
+          z.noalias() = fixed_weights<I>().lazyProduct(std::get<I - 1>(acts));
         } else {
           z.noalias() = p.weights() * std::get<I - 1>(acts);
         }
@@ -240,7 +243,7 @@ class BasicNetwork {
     auto& [nabla_b, nabla_w] = grads;
     // Backward pass.
     constexpr std::size_t L = num_layers - 1;
-    detail::ColumnVector<Scalar, LayerDescriptor<L>::outputs> delta_out(outputs);
+    detail::SmallVector<Scalar, LayerDescriptor<L>::outputs> delta_out(outputs);
     Cost::template output_delta<OutputActivation>(std::get<L>(zs), std::get<L>(acts), y.derived(),
                                                   delta_out);
     backward_sample<L>(delta_out, x0, acts, zs, nabla_b, nabla_w);
@@ -867,10 +870,27 @@ class BasicNetwork {
     f(std::integral_constant<int, LayerDescriptor<0>::outputs>{}, layer<0>().weights());
   }
 
+  /// backprop(x, y) multiplies by the weights of layers after the first through
+  /// fixed-size maps, coefficient-based (no call into Eigen's matrix-vector kernel),
+  /// when both sizes are at most 64.
+  template <std::size_t I>
+  static constexpr bool small_sample_layer =
+      LayerDescriptor<I>::inputs <= 64 && LayerDescriptor<I>::outputs <= 64;
+
+  template <std::size_t I>
+  auto fixed_weights() const {
+    using Fixed = Eigen::Matrix<Scalar, LayerDescriptor<I>::outputs, LayerDescriptor<I>::inputs>;
+    return Eigen::Map<const Fixed, Eigen::Aligned16>(layer<I>().weights().data());
+  }
+
   template <std::size_t I, class Delta, class X0, class Acts, class Zs>
   void backward_sample(const Delta& delta, const X0& x0, const Acts& acts, const Zs& zs,
                        BiasGradients& nabla_b, WeightGradients& nabla_w) const {
-    std::get<I>(nabla_b) = delta;
+    // A plain copy: Eigen's vectorised assignment from a fixed-size vector of 2 or 3
+    // floats trips a false -Warray-bounds in g++ 12.
+    auto& nb = std::get<I>(nabla_b);
+    nb.resize(delta.rows());
+    std::copy_n(delta.data(), delta.rows(), nb.data());
     if constexpr (I == 0 && sample_kernels) {
       auto& nw = std::get<I>(nabla_w);
       nw.resize(LayerDescriptor<0>::outputs, inputs);
@@ -881,9 +901,13 @@ class BasicNetwork {
     } else {
       std::get<I>(nabla_w).noalias() = delta * std::get<I - 1>(acts).transpose();
       using Prev = LayerDescriptor<I - 1>;
-      const detail::ColumnVector<Scalar, Prev::outputs> g =
-          layer<I>().weights().transpose() * delta;
-      detail::ColumnVector<Scalar, Prev::outputs> delta_prev(g.rows());
+      detail::SmallVector<Scalar, Prev::outputs> g(Prev::outputs);
+      if constexpr (small_sample_layer<I>) {
+        g.noalias() = fixed_weights<I>().transpose().lazyProduct(delta);
+      } else {
+        g.noalias() = layer<I>().weights().transpose() * delta;
+      }
+      detail::SmallVector<Scalar, Prev::outputs> delta_prev(g.rows());
       detail::activation_backward<typename Prev::activation>(std::get<I - 1>(zs),
                                                              std::get<I - 1>(acts), g, delta_prev);
       backward_sample<I - 1>(delta_prev, x0, acts, zs, nabla_b, nabla_w);

@@ -272,6 +272,13 @@ TEMPLATE_TEST_CASE("backprop(x, y) equals the seed's formulas for sparse and den
       bp::BasicNetwork<TestType, Dense<784, 30, Sigmoid>, Dense<30, 10, Sigmoid>>>(43);
   check_backprop_against_seed<
       bp::BasicNetwork<TestType, Dense<21, 130, Sigmoid>, Dense<130, 5, Sigmoid>>>(44);
+  // The weight gradient is written in 16-float vectors of a period of columns (8 for
+  // 30 rows, 4 for 100): 101 inputs leave a shortened last period. A second layer of
+  // more than 64 inputs takes the dynamic products.
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<101, 30, Sigmoid>, Dense<30, 10, Sigmoid>>>(45);
+  check_backprop_against_seed<
+      bp::BasicNetwork<TestType, Dense<101, 100, Sigmoid>, Dense<100, 3, Sigmoid>>>(46);
 }
 
 TEST_CASE("The gradient checker detects a wrong gradient", "[grad]") {

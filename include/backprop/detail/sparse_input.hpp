@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -15,6 +16,7 @@
 #endif
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 #if defined(_OPENMP)
@@ -467,24 +469,68 @@ std::size_t compress_nonzeros(const Scalar* x, int n, RowIndex* rows, Scalar* va
   return count;
 }
 
+#if defined(__AVX512F__)
+/// The lane pattern of a column-major Out x n float matrix stored as a flat sequence
+/// of 16-float vectors: it repeats every `vectors` vectors (lcm(Out, 16) floats),
+/// which hold `columns` whole columns. Lane l of vector t of a period holds row
+/// row[16t + l] of column column[16t + l] (counted from the period's first column).
+template <int Out>
+struct FlatColumns {
+  static constexpr int g = std::gcd(Out, 16);
+  static constexpr int vectors = Out / g;
+  static constexpr int columns = 16 / g;
+  static constexpr std::size_t size = std::size_t{vectors} * 16;
+  static constexpr std::array<std::int32_t, size> table(bool want_column) {
+    std::array<std::int32_t, size> a{};
+    for (int k = 0; k < vectors * 16; ++k)
+      a[static_cast<std::size_t>(k)] = want_column ? k / Out : k % Out;
+    return a;
+  }
+  alignas(64) static constexpr std::array<std::int32_t, size> column = table(true);
+  alignas(64) static constexpr std::array<std::int32_t, size> row = table(false);
+};
+#endif
+
 /// The outer product d x^T into the column-major Out x n matrix `out`: column j is
 /// x[j] * d (every column is written, zero inputs give zero columns).
 template <int Out, class Scalar>
 void outer_product_columns(Scalar* out, const Scalar* d, const Scalar* x, Eigen::Index n) {
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<Scalar, float> && Out >= 16 && Out <= small_layer) {
-    // Full 16-lane vectors; a last partial vector is written as the 16 rows ending at
-    // Out (overlapping the previous vector with the same values), so no masked store.
-    constexpr int V = Out / 16;
-    constexpr bool tail = Out % 16 != 0;
-    __m512 dv[V + 1];
-    for (int v = 0; v < V; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
-    if constexpr (tail) dv[V] = _mm512_loadu_ps(d + Out - 16);
-    for (Eigen::Index j = 0; j < n; ++j) {
-      const __m512 xv = _mm512_set1_ps(x[j]);
-      float* c = out + std::ptrdiff_t{Out} * j;
-      for (int v = 0; v < V; ++v) _mm512_storeu_ps(c + 16 * v, _mm512_mul_ps(xv, dv[v]));
-      if constexpr (tail) _mm512_storeu_ps(c + Out - 16, _mm512_mul_ps(xv, dv[V]));
+  if constexpr (std::is_same_v<Scalar, float> && Out <= small_layer) {
+    // The matrix is written as consecutive 16-float vectors, not column by column: a
+    // column of 30 floats would take two stores that mostly straddle cache lines.
+    // Each vector is a permutation of a few x values (vpermps from the period's
+    // columns) times the matching pattern of d. 30 x 784 (94 KB): 1.6-1.8 us before,
+    // 1.15-1.4 us now, where a memset of the 94 KB takes 0.9-1.0 us (level-2 bandwidth).
+    using P = FlatColumns<Out>;
+    alignas(64) float pattern[P::vectors * 16];
+    for (int k = 0; k < P::vectors * 16; ++k) pattern[k] = d[P::row[static_cast<std::size_t>(k)]];
+    constexpr __mmask16 period_mask = static_cast<__mmask16>((1u << P::columns) - 1);
+    const Eigen::Index periods = n / P::columns;
+    for (Eigen::Index p = 0; p < periods; ++p) {
+      const __m512 xv = _mm512_maskz_loadu_ps(period_mask, x + p * P::columns);
+      float* o = out + p * (P::vectors * 16);
+      for (int t = 0; t < P::vectors; ++t) {
+        const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
+        _mm512_storeu_ps(o + 16 * t, _mm512_mul_ps(_mm512_permutexvar_ps(lanes, xv),
+                                                   _mm512_load_ps(pattern + 16 * t)));
+      }
+    }
+    // The last columns: a shortened period, its last vector masked.
+    const int left = static_cast<int>(n - periods * P::columns);
+    if (left > 0) {
+      const __m512 xv =
+          _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1), x + periods * P::columns);
+      float* o = out + periods * (P::vectors * 16);
+      const int floats = left * Out;
+      for (int t = 0; 16 * t < floats; ++t) {
+        const int lanes_left = std::min(16, floats - 16 * t);
+        const __mmask16 keep = static_cast<__mmask16>((1u << lanes_left) - 1);
+        const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
+        _mm512_mask_storeu_ps(
+            o + 16 * t, keep,
+            _mm512_mul_ps(_mm512_permutexvar_ps(lanes, xv), _mm512_load_ps(pattern + 16 * t)));
+      }
     }
     return;
   }
