@@ -545,3 +545,48 @@ TEST_CASE("Parameters resized to another shape are rejected, not read out of bou
   net.layer<1>().biases().resize(1);
   CHECK_THROWS_WITH(net.evaluate(X, Eigen::VectorXi::Zero(2)), Contains("layer 1"));
 }
+
+TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape and transpose",
+                   "[network][batch]", float, double) {
+  // Small float products (with AVX-512) take a kernel of their own, the rest Eigen's
+  // GEMM; both must give op(A) op(B) and the accumulating form.
+  using M = Mat<TestType>;
+  bp::detail::GemmWorkspace<TestType> ws;
+  std::uint64_t seed = 70;
+  for (Eigen::Index m : {1, 10, 16, 17, 30, 100, 128, 129}) {
+    for (Eigen::Index k : {1, 10, 33}) {
+      for (Eigen::Index n : {1, 7, 10, 17}) {
+        INFO("m " << m << " k " << k << " n " << n);
+        const M a = bptest::random_matrix<TestType>(m, k, ++seed, -1.0, 1.0);
+        const M b = bptest::random_matrix<TestType>(k, n, ++seed, -1.0, 1.0);
+        const M c0 = bptest::random_matrix<TestType>(m, n, ++seed, -1.0, 1.0);
+        const M at = a.transpose(), bt = b.transpose();
+        const M want = a * b;
+        const M want_add = c0 - TestType(0.5) * want;
+        const auto tol = 4 * bptest::rounding_tolerance<TestType>();
+        M c(m, n);
+        ws.template assign<false, false>(c, a, b);
+        CHECK(bptest::relative_difference(c, want) <= tol);
+        ws.template assign<true, false>(c, at, b);
+        CHECK(bptest::relative_difference(c, want) <= tol);
+        ws.template assign<false, true>(c, a, bt);
+        CHECK(bptest::relative_difference(c, want) <= tol);
+        ws.template assign<true, true>(c, at, bt);
+        CHECK(bptest::relative_difference(c, want) <= tol);
+        c = c0;
+        ws.template add<false, true>(c, TestType(-0.5), a, bt);
+        CHECK(bptest::relative_difference(c, want_add) <= tol);
+        c = c0;
+        ws.template add<true, false>(c, TestType(-0.5), at, b);
+        CHECK(bptest::relative_difference(c, want_add) <= tol);
+        // Into a block of whole columns of a larger matrix: the other columns stay.
+        M big = M::Constant(m, n + 2, TestType(7));
+        auto middle = big.middleCols(1, n);
+        ws.template assign<false, false>(middle, a, b);
+        CHECK(bptest::relative_difference(M(middle), want) <= tol);
+        CHECK((big.col(0).array() == TestType(7)).all());
+        CHECK((big.col(n + 1).array() == TestType(7)).all());
+      }
+    }
+  }
+}
