@@ -9,6 +9,7 @@
 #endif
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace backprop::detail {
@@ -194,32 +195,12 @@ class GemmWorkspace {
           small_product<decltype(v)::value>(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
                                             sb, tb, m, n, k, static_cast<float>(alpha), accumulate);
         };
-        switch ((m + 15) / 16) {
-          case 1:
-            run_v(std::integral_constant<int, 1>{});
-            break;
-          case 2:
-            run_v(std::integral_constant<int, 2>{});
-            break;
-          case 3:
-            run_v(std::integral_constant<int, 3>{});
-            break;
-          case 4:
-            run_v(std::integral_constant<int, 4>{});
-            break;
-          case 5:
-            run_v(std::integral_constant<int, 5>{});
-            break;
-          case 6:
-            run_v(std::integral_constant<int, 6>{});
-            break;
-          case 7:
-            run_v(std::integral_constant<int, 7>{});
-            break;
-          default:
-            run_v(std::integral_constant<int, 8>{});
-            break;
-        }
+        // V = the number of 16-row vectors per column, 1 to 8, as a template argument.
+        const Eigen::Index vectors = (m + 15) / 16;
+        const auto by_vectors = [&]<int... V>(std::integer_sequence<int, V...>) {
+          (void)((vectors == V + 1 && (run_v(std::integral_constant<int, V + 1>{}), true)) || ...);
+        };
+        by_vectors(std::make_integer_sequence<int, 8>{});
         return;
       }
     }
