@@ -83,6 +83,51 @@ inline std::size_t append_kept_lanes(__m512 v, __mmask16 kept, int r, float* val
   }
   return count + static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
 }
+
+/// Appends the nonzeros of x[0, n) (n a multiple of 16) to values[count...] and their
+/// indices to rows[count...] as append_kept_lanes does, and returns the new count.
+/// Branch-free (every vector is stored, the count moves on by its nonzeros) and the
+/// indices kept in a running register, 16-bit ones compressed directly where the CPU
+/// has AVX512-VBMI2: 50,000 MNIST images, 10.1 -> 8.5 ms (median of 5 interleaved
+/// runs) against a loop that skipped all-zero vectors. With CheckFinite, ORs the lanes
+/// holding NaN or Inf into `bad`.
+template <bool CheckFinite, class RowIndex>
+inline std::size_t append_nonzero_vectors(const float* x, std::ptrdiff_t n, float* values,
+                                          RowIndex* rows, std::size_t count, __mmask16& bad) {
+#if defined(__AVX512VBMI2__) && defined(__AVX512VL__)
+  constexpr bool words = sizeof(RowIndex) == 2;
+#else
+  constexpr bool words = false;
+#endif
+  __m256i index16 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i index32 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (std::ptrdiff_t r = 0; r < n; r += 16) {
+    const __m512 v = _mm512_loadu_ps(x + r);
+    if constexpr (CheckFinite) bad |= _mm512_fpclass_ps_mask(v, 0x99);  // NaN, +-Inf
+    const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
+    if constexpr (words) {
+#if defined(__AVX512VBMI2__) && defined(__AVX512VL__)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
+                          _mm256_maskz_compress_epi16(kept, index16));
+      index16 = _mm256_add_epi16(index16, _mm256_set1_epi16(16));
+#endif
+    } else {
+      const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index32);
+      if constexpr (sizeof(RowIndex) == 2) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
+                            _mm512_cvtepi32_epi16(kept_index));
+      } else {
+        static_assert(sizeof(RowIndex) == 4);
+        _mm512_storeu_si512(rows + count, kept_index);
+      }
+      index32 = _mm512_add_epi32(index32, _mm512_set1_epi32(16));
+    }
+    count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
+  }
+  (void)index16, (void)index32;
+  return count;
+}
 #endif
 
 /// The nonzero coefficients of each column of a dense matrix: column c holds
@@ -156,9 +201,11 @@ struct SparseColumns {
         // One pass of 16-lane vectors: a compare finds the nonzeros (NaN included), a
         // class test flags NaN and Inf, and register-form compresses (the memory form
         // is slow on some CPUs) write the nonzeros with full 16-lane stores. 50,000 MNIST
-        // images: 10.9 ms, against 13.5 ms with the per-chunk sum below (reading the data alone,
-        // all_finite, takes 6.7 ms).
+        // images: 8.5 ms, against 13.5 ms with the per-chunk sum below (reading the data
+        // alone, all_finite, takes 6-6.7 ms).
         __mmask16 bad = 0;
+        r = d / 16 * 16;
+        count = append_nonzero_vectors<true>(col, r, v_out, r_out, count, bad);
         for (; r < d; r += 16) {
           const auto lanes = static_cast<unsigned>(std::min<Eigen::Index>(16, d - r));
           const auto in = static_cast<__mmask16>(lanes == 16 ? 0xFFFFu : (1u << lanes) - 1u);
@@ -453,11 +500,9 @@ std::size_t compress_nonzeros(const Scalar* x, int n, RowIndex* rows, Scalar* va
   int r = 0;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<Scalar, float>) {
-    for (; r + 16 <= n; r += 16) {
-      const __m512 v = _mm512_loadu_ps(x + r);
-      const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      if (kept != 0) count = append_kept_lanes(v, kept, r, values, rows, count);
-    }
+    __mmask16 unused = 0;
+    r = n / 16 * 16;
+    count = append_nonzero_vectors<false>(x, r, values, rows, count, unused);
   }
 #endif
   for (; r < n; ++r) {  // branch-free: every coefficient is written, the count moves on nonzeros
