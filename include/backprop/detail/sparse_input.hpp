@@ -63,6 +63,19 @@ std::unique_ptr<T[], LargeFree> allocate_large(std::size_t n) {
 }
 
 #if defined(__AVX512F__)
+/// Writes the lanes of `index` selected by `kept`, packed, to rows[0...] as RowIndex
+/// with one full 16-lane store (rows needs room for 16 entries).
+template <class RowIndex>
+inline void store_kept_indices(RowIndex* rows, __mmask16 kept, __m512i index) {
+  const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index);
+  if constexpr (sizeof(RowIndex) == 2) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows), _mm512_cvtepi32_epi16(kept_index));
+  } else {
+    static_assert(sizeof(RowIndex) == 4);
+    _mm512_storeu_si512(rows, kept_index);
+  }
+}
+
 /// Appends the lanes of `v` selected by `kept` to values[count...] and their indices
 /// (r + lane) to rows[count...] with full 16-lane stores (both need room for 16
 /// entries past count); returns the new count.
@@ -73,14 +86,7 @@ inline std::size_t append_kept_lanes(__m512 v, __mmask16 kept, int r, float* val
       _mm512_add_epi32(_mm512_set1_epi32(r),
                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
-  const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index);
-  if constexpr (sizeof(RowIndex) == 2) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
-                        _mm512_cvtepi32_epi16(kept_index));
-  } else {
-    static_assert(sizeof(RowIndex) == 4);
-    _mm512_storeu_si512(rows + count, kept_index);
-  }
+  store_kept_indices(rows + count, kept, index);
   return count + static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
 }
 
@@ -113,14 +119,7 @@ inline std::size_t append_nonzero_vectors(const float* x, std::ptrdiff_t n, floa
       index16 = _mm256_add_epi16(index16, _mm256_set1_epi16(16));
 #endif
     } else {
-      const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index32);
-      if constexpr (sizeof(RowIndex) == 2) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
-                            _mm512_cvtepi32_epi16(kept_index));
-      } else {
-        static_assert(sizeof(RowIndex) == 4);
-        _mm512_storeu_si512(rows + count, kept_index);
-      }
+      store_kept_indices(rows + count, kept, index32);
       index32 = _mm512_add_epi32(index32, _mm512_set1_epi32(16));
     }
     count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
