@@ -1,5 +1,6 @@
 // Network: forward pass, gradients against finite differences, the batched update
 // against the per-sample algorithm, determinism, shape errors.
+#include <algorithm>
 #include <backprop/backprop.hpp>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -589,4 +590,111 @@ TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape an
       }
     }
   }
+}
+
+TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][finite]", float,
+                   double) {
+  // With AVX-512, contiguous matrices take a vector class test with a masked tail;
+  // column blocks and other expressions the general path.
+  using S = TestType;
+  using M = Mat<S>;
+  const S bad_values[] = {std::numeric_limits<S>::quiet_NaN(),
+                          std::numeric_limits<S>::signaling_NaN(),
+                          std::numeric_limits<S>::infinity(), -std::numeric_limits<S>::infinity()};
+  std::uint64_t seed = 90;
+  for (Eigen::Index n : {0, 1, 7, 8, 15, 16, 17, 31, 63, 64, 65, 100, 133}) {
+    M m = bptest::random_matrix<S>(n, 1, ++seed, -1.0, 1.0);
+    if (n > 0) m(n - 1) = std::numeric_limits<S>::max();
+    CHECK(bp::detail::all_finite(m));
+    for (Eigen::Index i = 0; i < n; ++i) {
+      for (const S v : bad_values) {
+        INFO("n " << n << " position " << i << " value " << v);
+        M c = m;
+        c(i) = v;
+        const Eigen::Matrix<S, Eigen::Dynamic, 1> column = c.col(0);
+        const M wide = c.transpose();
+        CHECK_FALSE(bp::detail::all_finite(c));
+        CHECK_FALSE(bp::detail::all_finite(column));
+        CHECK_FALSE(bp::detail::all_finite(wide));
+        CHECK_FALSE(bp::detail::all_finite(c.col(0)));
+      }
+    }
+  }
+}
+
+TEST_CASE("The sparse copy and the per-sample compression keep exactly the nonzeros",
+          "[network][sparse]") {
+  // Whole 16-lane vectors go branch-free (16-bit indices compressed directly where the
+  // CPU has AVX512-VBMI2), the rest through masked or scalar tails.
+  std::uint64_t seed = 110;
+  auto check = [&]<class RowIndex>(Eigen::Index d, RowIndex) {
+    INFO("rows " << d << ", " << 8 * sizeof(RowIndex) << "-bit indices");
+    const Eigen::Index n = 40;
+    Mat<float> m = bptest::random_matrix<float>(d, n, ++seed, -1.0, 1.0);
+    const Mat<float> keep = bptest::random_matrix<float>(d, n, ++seed, 0.0, 1.0);
+    m = (keep.array() < 0.3f).select(m, 0.0f);
+    m.col(5).setZero();
+    bp::detail::SparseColumns<float, RowIndex> copy;
+    bool finite = false;
+    REQUIRE(copy.build(m, 1.0, finite));
+    CHECK(finite);
+    std::vector<RowIndex> rows(static_cast<std::size_t>(d) + 16);
+    std::vector<float> values(static_cast<std::size_t>(d) + 16);
+    for (Eigen::Index c = 0; c < n; ++c) {
+      std::vector<RowIndex> want_rows;
+      std::vector<float> want_values;
+      for (Eigen::Index r = 0; r < d; ++r) {
+        if (m(r, c) != 0.0f) {
+          want_rows.push_back(static_cast<RowIndex>(r));
+          want_values.push_back(m(r, c));
+        }
+      }
+      const auto begin = copy.starts[static_cast<std::size_t>(c)];
+      const auto end = copy.starts[static_cast<std::size_t>(c) + 1];
+      CHECK(std::vector<RowIndex>(copy.rows.get() + begin, copy.rows.get() + end) == want_rows);
+      CHECK(std::vector<float>(copy.values.get() + begin, copy.values.get() + end) == want_values);
+      const std::size_t count = bp::detail::compress_nonzeros(m.col(c).data(), static_cast<int>(d),
+                                                              rows.data(), values.data());
+      CHECK(std::vector<RowIndex>(rows.begin(),
+                                  rows.begin() + static_cast<std::ptrdiff_t>(count)) == want_rows);
+      CHECK(std::vector<float>(values.begin(),
+                               values.begin() + static_cast<std::ptrdiff_t>(count)) == want_values);
+    }
+    m(d - 1, n / 2) = std::numeric_limits<float>::infinity();
+    REQUIRE(copy.build(m, 1.0, finite));
+    CHECK_FALSE(finite);
+  };
+  for (Eigen::Index d : {1, 15, 16, 17, 33, 784, 785}) {
+    check(d, std::uint16_t{});
+    check(d, std::int32_t{});
+  }
+}
+
+TEST_CASE("backprop's weight-gradient writer equals the outer product for any shape",
+          "[network][sparse]") {
+  // The gradient is written as consecutive 16-float vectors from a lane pattern (built
+  // by permutations for up to 32 rows); a shortened last period ends in a masked store.
+  std::uint64_t seed = 130;
+  auto check = [&]<int Out>(std::integral_constant<int, Out>) {
+    for (Eigen::Index n : {1, 2, 7, 15, 16, 17, 33, 101}) {
+      INFO("rows " << Out << " columns " << n);
+      const Mat<float> d = bptest::random_matrix<float>(Out, 1, ++seed, -1.0, 1.0);
+      Mat<float> x = bptest::random_matrix<float>(n, 1, ++seed, -1.0, 1.0);
+      x = (x.array() < 0.0f).select(0.0f, x);
+      std::vector<float> out(static_cast<std::size_t>(Out * n) + 32, 7.0f);
+      bp::detail::outer_product_columns<Out>(out.data() + 16, d.data(), x.data(), n);
+      const Mat<float> want = d * x.transpose();
+      CHECK(Eigen::Map<const Mat<float>>(out.data() + 16, Out, n) == want);
+      CHECK(std::all_of(out.begin(), out.begin() + 16, [](float v) { return v == 7.0f; }));
+      CHECK(std::all_of(out.end() - 16, out.end(), [](float v) { return v == 7.0f; }));
+    }
+  };
+  check(std::integral_constant<int, 1>{});
+  check(std::integral_constant<int, 7>{});
+  check(std::integral_constant<int, 16>{});
+  check(std::integral_constant<int, 17>{});
+  check(std::integral_constant<int, 30>{});
+  check(std::integral_constant<int, 32>{});
+  check(std::integral_constant<int, 33>{});
+  check(std::integral_constant<int, 100>{});
 }
