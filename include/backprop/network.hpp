@@ -76,10 +76,6 @@ struct LayerMustSatisfyLayerConcept {
   static constexpr bool value = true;
 };
 
-/// Column vector of one layer's width (dynamic storage, as the parameters).
-template <class Scalar, int Rows>
-using ColumnVector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
 /// Column vector of one layer's width in feedforward of one sample: fixed-size (on
 /// the stack, no heap allocation) up to 64 rows, dynamic above.
 template <class Scalar, int Rows>
