@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -11,8 +12,12 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <ratio>
 #include <sstream>
 #include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -711,3 +716,274 @@ TEST_CASE("A save killed at any moment leaves a complete model", "[model_io][ato
   CHECK(seen_original + seen_a + seen_b == iterations);
 }
 #endif
+
+// ---- Compatibility fixtures -------------------------------------------------------------
+// tests/fixtures/ holds models saved by the code of commit 2352796 (before the refactor of
+// network.hpp and the layers) and, per model, the outputs that code computed for a fixed
+// input matrix (see tests/fixtures/make_fixtures.cpp for the networks and the .txt
+// format). Loading them must give the same outputs; saving them again must give the same
+// bytes, so the binary and JSON formats are unchanged.
+
+#ifndef BACKPROP_FIXTURE_DIR
+#error "BACKPROP_FIXTURE_DIR must name tests/fixtures (see tests/CMakeLists.txt)"
+#endif
+
+namespace {
+
+// The fixture networks, exactly as in tests/fixtures/make_fixtures.cpp.
+template <class T>
+using CompatDenseF32 =
+    bp::BasicNetwork<T, bp::Dense<6, 5, bp::Sigmoid>, bp::Dense<5, 3, bp::Softmax>>;
+template <class T>
+using CompatDenseF64 = bp::BasicNetwork<T, bp::Dense<4, 7, bp::Tanh>, bp::Dense<7, 6, bp::ReLU>,
+                                        bp::Dense<6, 2, bp::Identity>>;
+template <class T>
+using CompatDropoutF32 =
+    bp::BasicNetwork<T, bp::DropoutDense<5, 8, bp::LeakyReLU, std::ratio<1, 2>>,
+                     bp::Dense<8, 3, bp::Sigmoid>>;
+template <class T>
+using CompatDropoutF32AsDense =
+    bp::BasicNetwork<T, bp::Dense<5, 8, bp::LeakyReLU>, bp::Dense<8, 3, bp::Sigmoid>>;
+template <class T>
+using CompatDropoutF64 = bp::BasicNetwork<T, bp::DropoutDense<5, 8, bp::Sigmoid, std::ratio<1, 2>>,
+                                          bp::Dense<8, 3, bp::Tanh>>;
+template <class T>
+using CompatDropoutF64AsDense =
+    bp::BasicNetwork<T, bp::Dense<5, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Tanh>>;
+template <class T>
+using CompatSigmoid =
+    bp::BasicNetwork<T, bp::Dense<3, 4, bp::Sigmoid>, bp::Dense<4, 2, bp::Sigmoid>>;
+template <class T>
+using CompatMixed = bp::BasicNetwork<T, bp::Dense<3, 5, bp::Tanh>, bp::Dense<5, 2, bp::Identity>>;
+
+const fs::path compat_dir{BACKPROP_FIXTURE_DIR};
+
+/// Output tolerance, relative for |expected| >= 1 and absolute below. Not 0: the last
+/// bits of the sums and of Eigen's vectorised exp/tanh depend on the instruction set and
+/// on the path (a batch or one column), so outputs agree bit for bit only for whole
+/// batches built with the fixtures' flags (g++, default x86-64). With the code of commit
+/// 2352796 the largest deviation measured, with g++ and clang -march=native (AVX-512,
+/// FMA, as CI's clang and ASan stages), was 4.8e-7 for float and 4.2e-16 for double.
+/// The parameters are compared exactly (bytes saved again, converted values).
+template <class T>
+constexpr double compat_tolerance = std::is_same_v<T, float> ? 1e-6 : 1e-12;
+
+/// The blocks of a fixture's .txt file.
+struct CompatExpectation {
+  Eigen::MatrixXd input, output, converted;
+};
+
+CompatExpectation read_compat_expectation(const fs::path& txt) {
+  INFO("reading " << txt.string());
+  std::ifstream is(txt);
+  REQUIRE(is.is_open());
+  CompatExpectation e;
+  std::vector<std::string> names;
+  std::string line;
+  const auto next_line = [&] {
+    while (std::getline(is, line)) {
+      if (!line.empty() && line[0] != '#') return true;
+    }
+    return false;
+  };
+  while (next_line()) {
+    std::istringstream header(line);
+    std::string name;
+    long long rows = 0, cols = 0;
+    header >> name >> rows >> cols;
+    REQUIRE(header);
+    REQUIRE(rows > 0);
+    REQUIRE(cols > 0);
+    Eigen::MatrixXd m(rows, cols);
+    for (long long r = 0; r < rows; ++r) {
+      REQUIRE(next_line());
+      std::istringstream row(line);
+      std::string token;
+      for (long long c = 0; c < cols; ++c) {
+        REQUIRE(row >> token);
+        double v = 0;
+        const auto res = std::from_chars(token.data(), token.data() + token.size(), v);
+        REQUIRE(res.ec == std::errc());
+        REQUIRE(res.ptr == token.data() + token.size());
+        m(r, c) = v;
+      }
+      REQUIRE_FALSE(row >> token);
+    }
+    if (name == "input") {
+      e.input = m;
+    } else if (name == "output") {
+      e.output = m;
+    } else if (name == "converted") {
+      e.converted = m;
+    }
+    names.push_back(name);
+  }
+  REQUIRE(names == std::vector<std::string>{"input", "output", "converted"});
+  REQUIRE(e.output.cols() == e.input.cols());
+  REQUIRE(e.converted.rows() == e.output.rows());
+  REQUIRE(e.converted.cols() == e.output.cols());
+  return e;
+}
+
+/// Requires every coefficient of `got` to be within `tol` of `expected` (see above).
+template <class Derived>
+void check_compat_close(const Eigen::MatrixBase<Derived>& got, const Eigen::MatrixXd& expected,
+                        double tol) {
+  REQUIRE(got.rows() == expected.rows());
+  REQUIRE(got.cols() == expected.cols());
+  for (Eigen::Index c = 0; c < got.cols(); ++c) {
+    for (Eigen::Index r = 0; r < got.rows(); ++r) {
+      INFO("output (" << r << ", " << c << ")");
+      CHECK_THAT(static_cast<double>(got(r, c)),
+                 Catch::Matchers::WithinRel(expected(r, c), tol) ||
+                     Catch::Matchers::WithinAbs(expected(r, c), tol));
+    }
+  }
+}
+
+/// feedforward of the whole input matrix and of each column alone gives `expected`.
+template <class Net>
+void check_compat_outputs(const Net& net, const CompatExpectation& fx,
+                          const Eigen::MatrixXd& expected) {
+  using T = typename Net::Scalar;
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> x = fx.input.cast<T>();
+  REQUIRE(x.template cast<double>() == fx.input);  // inputs are exact in float
+  {
+    INFO("feedforward of all " << x.cols() << " columns");
+    check_compat_close(net.feedforward(x), expected, compat_tolerance<T>);
+  }
+  for (Eigen::Index c = 0; c < x.cols(); ++c) {
+    INFO("feedforward of column " << c << " alone");
+    check_compat_close(net.feedforward(x.col(c)), expected.col(c), compat_tolerance<T>);
+  }
+}
+
+/// Offset of the first byte where `a` and `b` differ (or of the shorter one's end); -1 if
+/// they are equal. Keeps binary contents out of failure messages.
+long long first_difference(const std::string& a, const std::string& b) {
+  const auto m = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+  if (m.first == a.end() && m.second == b.end()) return -1;
+  return static_cast<long long>(m.first - a.begin());
+}
+
+bool is_json_fixture(const fs::path& file) { return file.extension() == ".json"; }
+
+template <class Net>
+Net load_compat_fixture(const fs::path& file, const std::string& cost) {
+  Net net(999);
+  if (is_json_fixture(file)) {
+    CHECK(net.load_json(file) == cost);
+  } else {
+    net.load(file);
+  }
+  return net;
+}
+
+/// True if `b`'s parameters are `a`'s converted to `b`'s scalar type (float -> double
+/// exactly, double -> float rounded to nearest, as a cast).
+template <class A, class B>
+bool converted_parameters(const A& a, const B& b) {
+  using S = typename B::Scalar;
+  return [&]<std::size_t... I>(std::index_sequence<I...>) {
+    return (
+        (b.template layer<I>().weights() == a.template layer<I>().weights().template cast<S>() &&
+         b.template layer<I>().biases() == a.template layer<I>().biases().template cast<S>()) &&
+        ...);
+  }
+  (std::make_index_sequence<A::num_layers>{});
+}
+
+/// Checks fixture `name`: loaded into `Net` (its own scalar type) and into each of
+/// `Same...` (its scalar type, other layer types with the same parameters), it gives
+/// the recorded outputs and saves to the fixture's bytes; loaded into `Other` (the other
+/// scalar type), it has the converted parameters and gives the recorded converted outputs.
+/// `cost` is the cost name of a JSON fixture.
+template <class Net, class Other, class... Same>
+void check_compat_fixture(const std::string& name, const std::string& cost = "") {
+  const fs::path file = compat_dir / name;
+  INFO("fixture " << file.string());
+  const CompatExpectation fx = read_compat_expectation(fs::path(file).replace_extension(".txt"));
+  const std::string bytes = file_contents(file);
+  REQUIRE_FALSE(bytes.empty());
+
+  const auto check_same_type = [&]<class N>(std::type_identity<N>, const char* what) {
+    INFO("loaded into " << what);
+    const N net = load_compat_fixture<N>(file, cost);
+    check_compat_outputs(net, fx, fx.output);
+    TempDir dir;
+    const fs::path again = dir.path / file.filename();
+    if (is_json_fixture(file)) {
+      net.save_json(again, cost);
+    } else {
+      net.save(again);
+    }
+    CHECK(first_difference(file_contents(again), bytes) == -1);
+  };
+  check_same_type(std::type_identity<Net>{}, "a network of the file's scalar type");
+  (check_same_type(std::type_identity<Same>{}, "the same network built from Dense layers"), ...);
+
+  INFO("loaded into a network of the other scalar type");
+  const Net native = load_compat_fixture<Net>(file, cost);
+  const Other other = load_compat_fixture<Other>(file, cost);
+  CHECK(converted_parameters(native, other));
+  check_compat_outputs(other, fx, fx.converted);
+}
+
+}  // namespace
+
+TEST_CASE("Binary models saved by commit 2352796 load to their outputs and save to their bytes",
+          "[model_io][compat][binary]") {
+  SECTION("float Dense<6, 5, Sigmoid>, Dense<5, 3, Softmax>") {
+    check_compat_fixture<CompatDenseF32<float>, CompatDenseF32<double>>("compat_f32_dense.bpnn");
+  }
+  SECTION("double Dense<4, 7, Tanh>, Dense<7, 6, ReLU>, Dense<6, 2, Identity>") {
+    check_compat_fixture<CompatDenseF64<double>, CompatDenseF64<float>>("compat_f64_dense.bpnn");
+  }
+}
+
+TEST_CASE("Binary models with a DropoutDense layer saved by commit 2352796 load and save alike",
+          "[model_io][compat][binary]") {
+  SECTION("float DropoutDense<5, 8, LeakyReLU>, Dense<8, 3, Sigmoid>") {
+    check_compat_fixture<CompatDropoutF32<float>, CompatDropoutF32<double>,
+                         CompatDropoutF32AsDense<float>>("compat_f32_dropout.bpnn");
+  }
+  SECTION("double DropoutDense<5, 8, Sigmoid>, Dense<8, 3, Tanh>") {
+    check_compat_fixture<CompatDropoutF64<double>, CompatDropoutF64<float>,
+                         CompatDropoutF64AsDense<double>>("compat_f64_dropout.bpnn");
+  }
+}
+
+TEST_CASE("network2 JSON models saved by commit 2352796 load to their outputs, cost and bytes",
+          "[model_io][compat][json]") {
+  SECTION("float all-sigmoid 3-4-2, CrossEntropyCost") {
+    check_compat_fixture<CompatSigmoid<float>, CompatSigmoid<double>>("compat_f32_sigmoid.json",
+                                                                      "CrossEntropyCost");
+  }
+  SECTION("double all-sigmoid 3-4-2, CrossEntropyCost") {
+    check_compat_fixture<CompatSigmoid<double>, CompatSigmoid<float>>("compat_f64_sigmoid.json",
+                                                                      "CrossEntropyCost");
+  }
+  SECTION("float Dense<3, 5, Tanh>, Dense<5, 2, Identity> (with \"activations\")") {
+    check_compat_fixture<CompatMixed<float>, CompatMixed<double>>("compat_f32_mixed.json",
+                                                                  "QuadraticCost");
+  }
+  SECTION("double Dense<3, 5, Tanh>, Dense<5, 2, Identity> (with \"activations\")") {
+    check_compat_fixture<CompatMixed<double>, CompatMixed<float>>("compat_f64_mixed.json",
+                                                                  "QuadraticCost");
+  }
+  SECTION("the all-sigmoid files have exactly network2's keys, the others add activations") {
+    for (const char* name : {"compat_f32_sigmoid.json", "compat_f64_sigmoid.json"}) {
+      const std::string text = file_contents(compat_dir / name);
+      INFO(name);
+      CHECK(json_shape(text) ==
+            "{sizes:[3*num],weights:[1*[4*[3*num]],1*[2*[4*num]]],biases:[1*[4*[1*num]],1*[2*[1*"
+            "num]]],cost:str}");
+    }
+    for (const char* name : {"compat_f32_mixed.json", "compat_f64_mixed.json"}) {
+      INFO(name);
+      CHECK_THAT(
+          file_contents(compat_dir / name),
+          Contains("\"cost\": \"QuadraticCost\", \"activations\": [\"tanh\", \"identity\"]}"));
+    }
+  }
+}
