@@ -7,6 +7,8 @@
 #include <concepts>
 #include <string_view>
 
+#include "init/random.hpp"
+
 namespace backprop {
 
 /// \brief An activation written element by element: a = value(z), and
@@ -62,13 +64,77 @@ concept CostFor = requires(const Eigen::MatrixXd& z, const Eigen::MatrixXd& a,
   C::template output_delta<Act>(z, a, y, d);
 };
 
-/// \brief A layer descriptor usable in `BasicNetwork<Scalar, Layers...>`.
+/// \brief The shape of a layer's input or output: a vector of `size()` values (rank 1)
+/// or a `channels x height x width` image stored as one CHW column (rank 3).
+struct Shape {
+  int rank = 1;
+  int channels = 0, height = 1, width = 1;
+  constexpr Shape(int n) noexcept : rank(1), channels(n) {}  // NOLINT: a size is a shape
+  constexpr Shape(int c, int h, int w) noexcept : rank(3), channels(c), height(h), width(w) {}
+  [[nodiscard]] constexpr int size() const noexcept { return channels * height * width; }
+  friend constexpr bool operator==(const Shape&, const Shape&) = default;
+};
+
+namespace detail {
+
+/// The gradient sink a layer's `backward` is checked against in `LayerObject`:
+/// `sink(slot, param, add)`, with `add(target, factor, accumulate)`.
+struct ArchetypeSink {
+  template <class Slot, class P, class Add>
+  void operator()(Slot, P&, Add&&) {}
+};
+
+}  // namespace detail
+
+/// \brief The object of a layer for one scalar type (what `net.layer<I>()` returns):
+/// its parameters and its forward and backward passes. docs/layers.md explains every
+/// member with a complete example.
+///
+/// - `Scalar`, `inputs`, `outputs` (the flattened sizes of one sample), `Workspace`
+///   (what a training pass keeps for its backward pass, default-constructible).
+/// - `weights()` and `biases()`: the parameters, at most these two Eigen matrices or
+///   vectors (empty ones for a layer without parameters); L1/L2 apply to `weights()`.
+/// - `forward(x, y) const`: inference on a batch (`inputs x m` to `outputs x m`).
+/// - `forward(x, ws, masks) const`: the training pass into `ws`; `output(ws)` is what
+///   it passes on; `masks` is the generator of random training masks (dropout).
+/// - `backward(x, ws, g, dx, sink)`: from g = dC/d(output) (the layer may overwrite
+///   it): writes dC/dx into `*dx` unless `dx` is null (the first layer), then reports
+///   the gradient of each parameter p by `sink(std::integral_constant<int, S>{}, p,
+///   add)` with S = 0 for `weights()` and 1 for `biases()`, where `add(target, factor,
+///   accumulate)` does target += factor * dC/dp (or target = dC/dp). It computes dx
+///   first: the sink may update p in place.
+/// - `model_name`: the name of the layer's record in the model files.
+template <class T, class Scalar>
+concept LayerObject = std::default_initializable<T> && std::copyable<T> &&
+    std::default_initializable<typename T::Workspace> &&
+    requires(T& l, const T& cl, typename T::Workspace& ws,
+             const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& x,
+             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& m,
+             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* dx, Rng* masks,
+             detail::ArchetypeSink& sink) {
+  requires std::same_as<typename T::Scalar, Scalar>;
+  { T::inputs } -> std::convertible_to<int>;
+  { T::outputs } -> std::convertible_to<int>;
+  { T::model_name } -> std::convertible_to<std::string_view>;
+  l.weights();
+  l.biases();
+  cl.forward(x, m);
+  cl.forward(x, ws, masks);
+  {
+    T::output(ws)
+    } -> std::convertible_to<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>&>;
+  l.backward(x, ws, m, dx, sink);
+};
+
+/// \brief A layer descriptor usable in `BasicNetwork<Scalar, Layers...>`: its sizes
+/// and, as `Instance<Scalar>`, its layer object for float and double.
 template <class L>
 concept Layer = requires {
   { L::inputs } -> std::convertible_to<int>;
   { L::outputs } -> std::convertible_to<int>;
-  typename L::activation;
-  typename L::template Parameters<double>;
-};
+  typename L::template Instance<double>;
+}
+&&LayerObject<typename L::template Instance<double>, double>&&
+    LayerObject<typename L::template Instance<float>, float>;
 
 }  // namespace backprop

@@ -19,6 +19,8 @@
 
 #include <unistd.h>
 
+#include "../../examples/scale_shift.hpp"
+
 namespace bp = backprop;
 namespace mpi = backprop::mpi;
 namespace fs = std::filesystem;
@@ -120,6 +122,10 @@ using SigmoidNet =
 template <class Scalar>
 using SoftmaxNet =
     bp::BasicNetwork<Scalar, bp::Dense<kIn, 7, bp::ReLU>, bp::Dense<7, kClasses, bp::Softmax>>;
+/// With a layer written outside the library (examples/scale_shift.hpp), first and hidden.
+template <class Scalar>
+using UserLayerNet = bp::BasicNetwork<Scalar, user::ScaleShift<kIn>, bp::Dense<kIn, 5, bp::Tanh>,
+                                      user::ScaleShift<5>, bp::Dense<5, kClasses, bp::Sigmoid>>;
 
 /// All parameters of a network, layer by layer (weights column-major, then biases).
 template <class Net>
@@ -452,6 +458,18 @@ void test_replicated(Checks& check, mpi::Communicator& comm) {
                                           o.eta = 0.01;
                                         }),
                                         bp::Adam{}, 1e-5);
+  replicated_case<UserLayerNet<double>, bp::QuadraticCost>(
+      check, comm, "double user layer PlainSgd L2", with([](auto& o) { o.lambda = 0.5; }),
+      bp::PlainSgd{}, 1e-12);
+  replicated_case<UserLayerNet<double>, bp::QuadraticCost>(check, comm, "double user layer Adam L1",
+                                                           with([](auto& o) {
+                                                             o.lambda1 = 0.2;
+                                                             o.eta = 0.01;
+                                                           }),
+                                                           bp::Adam{}, 1e-12);
+  replicated_case<UserLayerNet<float>, bp::QuadraticCost>(check, comm, "float user layer Momentum",
+                                                          with([](auto& o) { o.eta = 0.5; }),
+                                                          bp::Momentum{.mu = 0.9}, 1e-5);
   {
     mpi::Communicator rb(MPI_COMM_WORLD, mpi::Reduction::reduce_broadcast);
     replicated_case<D, bp::QuadraticCost>(check, rb, "double Momentum, reduce_broadcast",

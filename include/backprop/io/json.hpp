@@ -586,14 +586,29 @@ inline void json_append_number(std::string& out, double v) {
 /// \throws ValueError if a parameter is not finite or `cost_name` is not valid UTF-8,
 ///         ShapeError if a parameter matrix was resized (nothing is written then);
 ///         std::runtime_error if the stream fails
+/// Whether every layer of Net has Dense's parameter shapes and an activation.
+template <class Net>
+constexpr bool model_all_dense() {
+  return []<std::size_t... I>(std::index_sequence<I...>) {
+    return ((requires { typename Net::template LayerDescriptor<I>::activation; } &&
+             model_weight_rows<Net, I> == model_layer_outputs<Net, I> &&
+             model_weight_cols<Net, I> == model_layer_inputs<Net, I> &&
+             model_bias_rows<Net, I> == model_layer_outputs<Net, I>)&&...);
+  }
+  (std::make_index_sequence<Net::num_layers>{});
+}
+
 template <class Net>
 void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "QuadraticCost") {
+  static_assert(model_all_dense<Net>(),
+                "backprop: network2.py's JSON holds Dense layers only (Out x In weights and Out "
+                "biases per layer); save this network with save() instead");
   constexpr std::size_t num_layers = Net::num_layers;
   model_check_for_save(net, "save_json");
   if (!json_valid_utf8(cost_name)) throw ValueError("save_json: the cost name is not valid UTF-8");
   bool all_sigmoid = true;
   for_each_index<num_layers>([&](auto i) {
-    const std::string_view name = ModelLayerActivation<Net, decltype(i)::value>::name;
+    const std::string_view name = model_layer_name<Net, decltype(i)::value>;
     if (!json_valid_utf8(name)) {
       throw ValueError("save_json: the activation name of layer " +
                        std::to_string(decltype(i)::value) + " is not valid UTF-8");
@@ -647,7 +662,7 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
     out += ", \"activations\": [";
     for_each_index<num_layers>([&](auto i) {
       if (decltype(i)::value > 0) out += ", ";
-      json_append_string(out, ModelLayerActivation<Net, decltype(i)::value>::name);
+      json_append_string(out, model_layer_name<Net, decltype(i)::value>);
     });
     out += ']';
   }
@@ -666,6 +681,9 @@ void save_json(const Net& net, std::ostream& os, std::string_view cost_name = "Q
 ///         key, index and values for content errors
 template <class Net>
 std::string load_json(Net& net, std::istream& is) {
+  static_assert(model_all_dense<Net>(),
+                "backprop: network2.py's JSON holds Dense layers only (Out x In weights and Out "
+                "biases per layer); save this network with save() instead");
   using Scalar = typename Net::Scalar;
   using Kind = ModelJsonParser::Kind;
   constexpr std::size_t num_layers = Net::num_layers;
@@ -681,7 +699,7 @@ std::string load_json(Net& net, std::istream& is) {
     net_in[I] = model_layer_inputs<Net, I>;
     net_out[I] = model_layer_outputs<Net, I>;
     net_sizes.push_back(net_out[I]);
-    net_activations[I] = ModelLayerActivation<Net, I>::name;
+    net_activations[I] = model_layer_name<Net, I>;
   });
 
   ModelJsonParser p(text, "load_json");

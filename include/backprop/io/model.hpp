@@ -14,11 +14,14 @@
 ///     12      4     scalar size in bytes: 4 for code 1, 8 for code 2
 ///     16      4     number of layers L (>= 1)
 ///     20      ...   L layer records, in order: inputs (u32), outputs (u32),
-///                   activation name length n (u32, 1..255), n bytes of name
-///                   (the activation's `name`, e.g. "sigmoid"; no terminator)
-///     ...     ...   the parameters, layer after layer: the Out x In weights in
+///                   name length n (u32, 1..255), n bytes of name (the layer
+///                   object's `model_name`: for `Dense` the activation's `name`,
+///                   e.g. "sigmoid"; no terminator)
+///     ...     ...   the parameters, layer after layer: the weights in
 ///                   row-major order (w(0,0), w(0,1), ..., w(1,0), ...), then
-///                   the Out biases; each parameter is `scalar size` bytes
+///                   the biases; each parameter is `scalar size` bytes. The
+///                   layer type fixes their shapes (`weight_rows` x `weight_cols`
+///                   and `bias_rows`: for `Dense` Out x In and Out)
 ///     end-4   4     CRC-32 (IEEE 802.3, as zlib / gzip / PNG) of all bytes before it
 ///
 /// Nothing may follow the checksum. A file of L layers with parameter count P and
@@ -114,14 +117,23 @@ void model_commit_parameters(Net& net, ModelParameterTuple<Net>&& params) noexce
   });
 }
 
+/// The name of layer I's record (`Dense`: its activation's name).
 template <class Net, std::size_t I>
-using ModelLayerActivation = typename Net::template LayerDescriptor<I>::activation;
+inline constexpr std::string_view model_layer_name = ModelLayerParameters<Net, I>::model_name;
 
 template <class Net, std::size_t I>
 inline constexpr int model_layer_inputs = Net::template LayerDescriptor<I>::inputs;
 
 template <class Net, std::size_t I>
 inline constexpr int model_layer_outputs = Net::template LayerDescriptor<I>::outputs;
+
+/// The shapes of layer I's parameters (`Dense`: Out x In weights, Out biases).
+template <class Net, std::size_t I>
+inline constexpr int model_weight_rows = ModelLayerParameters<Net, I>::weight_rows;
+template <class Net, std::size_t I>
+inline constexpr int model_weight_cols = ModelLayerParameters<Net, I>::weight_cols;
+template <class Net, std::size_t I>
+inline constexpr int model_bias_rows = ModelLayerParameters<Net, I>::bias_rows;
 
 /// A copy of `net`'s parameters, shaped as its layers declare (in case a user resized a
 /// matrix), for a loader to overwrite completely.
@@ -133,8 +145,8 @@ template <class Net>
   (std::make_index_sequence<Net::num_layers>{});
   for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
-    std::get<I>(params).weights().resize(model_layer_outputs<Net, I>, model_layer_inputs<Net, I>);
-    std::get<I>(params).biases().resize(model_layer_outputs<Net, I>);
+    std::get<I>(params).weights().resize(model_weight_rows<Net, I>, model_weight_cols<Net, I>);
+    std::get<I>(params).biases().resize(model_bias_rows<Net, I>, 1);
   });
   return params;
 }
@@ -232,17 +244,17 @@ void model_check_for_save(const Net& net, const char* fn) {
     const auto shape = [](long long r, long long c) {
       return std::to_string(r) + " x " + std::to_string(c);
     };
-    const std::string expected = shape(model_layer_outputs<Net, I>, model_layer_inputs<Net, I>);
-    if (p.weights().rows() != model_layer_outputs<Net, I> ||
-        p.weights().cols() != model_layer_inputs<Net, I>) {
+    const std::string expected = shape(model_weight_rows<Net, I>, model_weight_cols<Net, I>);
+    if (p.weights().rows() != model_weight_rows<Net, I> ||
+        p.weights().cols() != model_weight_cols<Net, I>) {
       throw ShapeError(std::string(fn) + ": the weights of layer " + std::to_string(I) + " are " +
                        shape(p.weights().rows(), p.weights().cols()) + ", the layer is " +
                        expected);
     }
-    if (p.biases().rows() != model_layer_outputs<Net, I> || p.biases().cols() != 1) {
+    if (p.biases().rows() != model_bias_rows<Net, I> || p.biases().cols() != 1) {
       throw ShapeError(std::string(fn) + ": the biases of layer " + std::to_string(I) + " are " +
                        shape(p.biases().rows(), p.biases().cols()) + ", the layer has " +
-                       std::to_string(model_layer_outputs<Net, I>) + " outputs");
+                       std::to_string(model_bias_rows<Net, I>) + " biases");
     }
   });
   const std::string problem = model_first_nonfinite(net);
@@ -407,7 +419,7 @@ void save_binary(const Net& net, std::ostream& os) {
   w.u32(static_cast<std::uint32_t>(Net::num_layers));
   for_each_index<Net::num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
-    const std::string_view name = ModelLayerActivation<Net, I>::name;
+    const std::string_view name = model_layer_name<Net, I>;
     if (name.empty() || name.size() > model_max_name_length) {
       throw std::runtime_error("save: the activation name of layer " + std::to_string(I) + " has " +
                                std::to_string(name.size()) +
@@ -497,7 +509,7 @@ void load_binary(Net& net, std::istream& is) {
     std::array<unsigned char, model_max_name_length> name_bytes{};
     reader.read(name_bytes.data(), length, "the activation name" + where);
     const std::string name(name_bytes.begin(), name_bytes.begin() + length);
-    const std::string_view expected = ModelLayerActivation<Net, I>::name;
+    const std::string_view expected = model_layer_name<Net, I>;
     if (name != expected) {
       throw ModelFormatError("load: activation of layer " + std::to_string(I) + " is " +
                              model_quote(name) + " in the file, " + model_quote(expected) +
@@ -508,9 +520,10 @@ void load_binary(Net& net, std::istream& is) {
   std::uint64_t expected_size = reader.offset() + 4;
   for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
-    constexpr auto in = static_cast<std::uint64_t>(model_layer_inputs<Net, I>);
-    constexpr auto out = static_cast<std::uint64_t>(model_layer_outputs<Net, I>);
-    expected_size += (out * in + out) * file_size;
+    constexpr auto in = static_cast<std::uint64_t>(model_weight_cols<Net, I>);
+    constexpr auto out = static_cast<std::uint64_t>(model_weight_rows<Net, I>);
+    constexpr auto nb = static_cast<std::uint64_t>(model_bias_rows<Net, I>);
+    expected_size += (out * in + nb) * file_size;
   });
   reader.set_expected_size(expected_size);
 
@@ -519,8 +532,9 @@ void load_binary(Net& net, std::istream& is) {
   std::string bad_value;
   for_each_index<num_layers>([&](auto i) {
     constexpr std::size_t I = decltype(i)::value;
-    constexpr auto in = static_cast<std::uint64_t>(model_layer_inputs<Net, I>);
-    constexpr auto out = static_cast<std::uint64_t>(model_layer_outputs<Net, I>);
+    constexpr auto in = static_cast<std::uint64_t>(model_weight_cols<Net, I>);
+    constexpr auto out = static_cast<std::uint64_t>(model_weight_rows<Net, I>);
+    constexpr auto nb = static_cast<std::uint64_t>(model_bias_rows<Net, I>);
     auto& p = std::get<I>(params);
     const auto check = [&](double v, bool is_weight, std::uint64_t r, std::uint64_t c) {
       if (model_representable<Scalar>(v)) return static_cast<Scalar>(v);
@@ -538,7 +552,7 @@ void load_binary(Net& net, std::istream& is) {
                              check(v, true, r, c);
                          if (++c == in) c = 0, ++r;
                        });
-    model_read_scalars(reader, out, file_size, "the biases of layer " + std::to_string(I),
+    model_read_scalars(reader, nb, file_size, "the biases of layer " + std::to_string(I),
                        [&](std::uint64_t k, double v) {
                          p.biases()(static_cast<Eigen::Index>(k)) = check(v, false, k, 0);
                        });
