@@ -64,17 +64,6 @@ concept CostFor = requires(const Eigen::MatrixXd& z, const Eigen::MatrixXd& a,
   C::template output_delta<Act>(z, a, y, d);
 };
 
-/// \brief The shape of a layer's input or output: a vector of `size()` values (rank 1)
-/// or a `channels x height x width` image stored as one CHW column (rank 3).
-struct Shape {
-  int rank = 1;
-  int channels = 0, height = 1, width = 1;
-  constexpr Shape(int n) noexcept : rank(1), channels(n) {}  // NOLINT: a size is a shape
-  constexpr Shape(int c, int h, int w) noexcept : rank(3), channels(c), height(h), width(w) {}
-  [[nodiscard]] constexpr int size() const noexcept { return channels * height * width; }
-  friend constexpr bool operator==(const Shape&, const Shape&) = default;
-};
-
 namespace detail {
 
 /// The gradient sink a layer's `backward` is checked against in `LayerObject`:

@@ -66,8 +66,6 @@ class DenseLayer {
   using activation = Act;
   static constexpr int inputs = In;
   static constexpr int outputs = Out;
-  static constexpr Shape input_shape{In};
-  static constexpr Shape output_shape{Out};
   /// The shape of `weights()` and `biases()`.
   static constexpr int weight_rows = Out, weight_cols = In, bias_rows = Out;
   /// The name of the layer's record in the model files: the activation's name.
@@ -139,7 +137,7 @@ class DenseLayer {
   template <class X>
   void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
     if constexpr (detail::is_sparse_batch<X>) {
-      with_live_weights(ws, [&](auto ld, const Matrix& w) {
+      live_weights(*this, ws, [&](auto ld, const Matrix& w) {
         sparse_first_z<decltype(ld)::value>(w.data(), x, ws.z);
       });
     } else {
@@ -188,7 +186,7 @@ class DenseLayer {
       dx->resize(In, delta.cols());
       ws.gemm_backward.template assign<true, false>(*dx, m_weights, delta);
     }
-    live_weights_for_update(ws, [&](auto ld, Matrix& w) {
+    live_weights(*this, ws, [&](auto ld, Matrix& w) {
       sink(std::integral_constant<int, 0>{}, w, [&](auto& target, Scalar factor, bool accumulate) {
         constexpr int Ld = decltype(ld)::value;
         if constexpr (detail::is_sparse_batch<X>) {
@@ -373,26 +371,17 @@ class DenseLayer {
   }
 
   /// Calls f(std::integral_constant<int, column stride>{}, weights) with W as sgd's
-  /// sparse path uses it: the padded copy while in use.
-  template <class F>
-  void with_live_weights(const Workspace& ws, F&& f) const {
+  /// sparse path uses it: the padded copy while in use. `self` and `ws` are both const
+  /// (the forward pass) or both not (the update).
+  template <class Self, class Work, class F>
+  static void live_weights(Self& self, Work& ws, F&& f) {
     if constexpr (pad_weights) {
       if (ws.padded_active) {
         f(std::integral_constant<int, padded_rows>{}, ws.padded);
         return;
       }
     }
-    f(std::integral_constant<int, Out>{}, m_weights);
-  }
-  template <class F>
-  void live_weights_for_update(Workspace& ws, F&& f) {
-    if constexpr (pad_weights) {
-      if (ws.padded_active) {
-        f(std::integral_constant<int, padded_rows>{}, ws.padded);
-        return;
-      }
-    }
-    f(std::integral_constant<int, Out>{}, m_weights);
+    f(std::integral_constant<int, Out>{}, self.m_weights);
   }
 
   /// Whether the sparse first-layer kernels of this batch may use Eigen's threads:
