@@ -212,7 +212,7 @@ class BasicNetwork {
                        std::to_string(labels.size()) + " labels");
     }
     long long correct = 0;
-    constexpr Eigen::Index chunk = 4096;
+    constexpr Eigen::Index chunk = inference_chunk;
     for (Eigen::Index first = 0; first < X.cols(); first += chunk) {
       const Eigen::Index n = std::min(chunk, X.cols() - first);
       const Matrix out = forward_matrix<0>(X.middleCols(first, n));
@@ -412,6 +412,10 @@ class BasicNetwork {
   using Layers_ = std::tuple<typename Layers::template Instance<Scalar>...>;
   using Workspaces = std::tuple<typename Layers::template Instance<Scalar>::Workspace...>;
   static constexpr std::size_t L = num_layers - 1;
+  /// Samples per block of `evaluate` and the costs: 4096, fewer when a layer is so wide
+  /// that a block's activations would pass 16 MB of floats (a convolution's 11520).
+  static constexpr Eigen::Index inference_chunk = std::clamp<Eigen::Index>(
+      (Eigen::Index{1} << 22) / std::max({Layers::outputs..., Layers::inputs...}), 16, 4096);
 
   template <class T>
   static constexpr long long parameters_of() {
@@ -465,7 +469,7 @@ class BasicNetwork {
   template <class Cost, class DX, class DY>
   double cost_sum(const DX& X, const DY& Y) const {
     double sum = 0.0;
-    constexpr Eigen::Index chunk = 4096;
+    constexpr Eigen::Index chunk = inference_chunk;
     for (Eigen::Index first = 0; first < X.cols(); first += chunk) {
       const Eigen::Index c = std::min(chunk, X.cols() - first);
       Matrix z, a;

@@ -127,6 +127,12 @@ template <class Scalar>
 using UserLayerNet = bp::BasicNetwork<Scalar, user::ScaleShift<kIn>, bp::Dense<kIn, 5, bp::Tanh>,
                                       user::ScaleShift<5>, bp::Dense<5, kClasses, bp::Sigmoid>>;
 
+/// With a convolution (padding 1, after a dense layer, so its dC/dx matters) and a pool.
+template <class Scalar>
+using ConvNet = bp::BasicNetwork<Scalar, bp::Dense<kIn, 16, bp::Tanh>,
+                                 bp::Conv2D<1, 4, 4, 3, 3, bp::Tanh, 1, 1>,
+                                 bp::MaxPool2D<3, 4, 4, 2>, bp::Dense<12, kClasses, bp::Sigmoid>>;
+
 /// All parameters of a network, layer by layer (weights column-major, then biases).
 template <class Net>
 std::vector<double> parameters(Net& net) {
@@ -470,6 +476,11 @@ void test_replicated(Checks& check, mpi::Communicator& comm) {
   replicated_case<UserLayerNet<float>, bp::QuadraticCost>(check, comm, "float user layer Momentum",
                                                           with([](auto& o) { o.eta = 0.5; }),
                                                           bp::Momentum{.mu = 0.9}, 1e-5);
+  replicated_case<ConvNet<double>, bp::QuadraticCost>(check, comm, "double conv net PlainSgd L2",
+                                                      with([](auto& o) { o.lambda = 0.5; }),
+                                                      bp::PlainSgd{}, 1e-12);
+  replicated_case<ConvNet<float>, bp::QuadraticCost>(
+      check, comm, "float conv net Adam", with([](auto& o) { o.eta = 0.01; }), bp::Adam{}, 1e-5);
   {
     mpi::Communicator rb(MPI_COMM_WORLD, mpi::Reduction::reduce_broadcast);
     replicated_case<D, bp::QuadraticCost>(check, rb, "double Momentum, reduce_broadcast",

@@ -54,6 +54,23 @@ double max_parameter_difference(const Net& a, const Net& b) {
   return worst;
 }
 
+/// A network initialised from `seed` with `init`, every parameter then moved by a uniform
+/// draw from [-spread, spread): away from initial values (ones, zeros) that would hide
+/// terms of a gradient.
+template <class Net>
+Net perturbed(std::uint64_t seed, backprop::Init init = backprop::Init::xavier,
+              double spread = 0.5) {
+  Net net{seed, init};
+  backprop::detail::for_each_index<Net::num_layers>([&](auto i) {
+    auto& l = net.template layer<i>();
+    using S = typename Net::Scalar;
+    l.weights() +=
+        random_matrix<S>(l.weights().rows(), l.weights().cols(), seed + 10 + i, -spread, spread);
+    l.biases() += random_matrix<S>(l.biases().rows(), 1, seed + 20 + i, -spread, spread);
+  });
+  return net;
+}
+
 /// Per-type tolerance for comparisons that differ only by rounding order.
 template <class Scalar>
 constexpr double rounding_tolerance() {

@@ -27,18 +27,9 @@ using InputFirst = bp::BasicNetwork<T, user::ScaleShift<4>, bp::Dense<4, 6, bp::
 
 static_assert(Hidden<float>::parameter_count() == (4 + 1) * 5 + 2 * 5 + (5 + 1) * 3);
 
-/// Parameters away from their initial values (s = 1, t = 0), so every term matters.
 template <class Net>
 Net perturbed(std::uint64_t seed) {
-  Net net{seed, bp::Init::xavier};
-  bp::detail::for_each_index<Net::num_layers>([&](auto i) {
-    auto& l = net.template layer<i>();
-    l.weights() += bptest::random_matrix<typename Net::Scalar>(
-        l.weights().rows(), l.weights().cols(), seed + 10 + i, -0.5, 0.5);
-    l.biases() +=
-        bptest::random_matrix<typename Net::Scalar>(l.biases().rows(), 1, seed + 20 + i, -0.5, 0.5);
-  });
-  return net;
+  return bptest::perturbed<Net>(seed);
 }
 
 /// A 3-class problem the networks can learn: the class is the argmax of three fixed

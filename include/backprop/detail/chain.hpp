@@ -26,10 +26,77 @@ struct LayerSizesMustMatch {
   static constexpr bool value = true;
 };
 
+/// As `LayerSizesMustMatch`, when the previous layer produces an image (Conv2D,
+/// MaxPool2D): names its shape and size.
+template <std::size_t LayerIndex, int Channels, int Height, int Width, int PreviousOutputs,
+          int LayerInputs>
+struct LayerShapesMustMatch {
+  static_assert(PreviousOutputs == LayerInputs,
+                "backprop::Network: layer sizes do not match: layer LayerIndex - 1 produces "
+                "Channels x Height x Width = PreviousOutputs values, layer LayerIndex expects "
+                "LayerInputs; see the template arguments of LayerShapesMustMatch below");
+  static constexpr bool value = true;
+};
+
+/// As `LayerSizesMustMatch`, when the layer reads an image: names its shape and size.
+template <std::size_t LayerIndex, int PreviousOutputs, int Channels, int Height, int Width,
+          int LayerInputs>
+struct LayerInputShapeMustMatch {
+  static_assert(PreviousOutputs == LayerInputs,
+                "backprop::Network: layer sizes do not match: layer LayerIndex - 1 produces "
+                "PreviousOutputs values, layer LayerIndex expects an image of Channels x Height "
+                "x Width = LayerInputs; see the template arguments of LayerInputShapeMustMatch "
+                "below");
+  static constexpr bool value = true;
+};
+
+/// Two image layers in a row: the shapes must be equal, not only their sizes.
+template <std::size_t LayerIndex, int PreviousChannels, int PreviousHeight, int PreviousWidth,
+          int Channels, int Height, int Width>
+struct ImageShapesMustMatch {
+  static_assert(PreviousChannels == Channels && PreviousHeight == Height && PreviousWidth == Width,
+                "backprop::Network: image shapes do not match: layer LayerIndex - 1 produces "
+                "PreviousChannels x PreviousHeight x PreviousWidth, layer LayerIndex expects "
+                "Channels x Height x Width; see the template arguments of ImageShapesMustMatch "
+                "below");
+  static constexpr bool value = true;
+};
+
+template <class L>
+concept HasOutputShape = requires {
+  typename L::output_shape;
+};
+template <class L>
+concept HasInputShape = requires {
+  typename L::input_shape;
+};
+
+/// The check of the link from layer I - 1 (Prev) to layer I (Next).
+template <std::size_t I, class Prev, class Next>
+constexpr bool check_link() {
+  if constexpr (HasOutputShape<Prev>) {
+    using S = typename Prev::output_shape;
+    constexpr bool sizes = LayerShapesMustMatch<I, S::channels, S::height, S::width, Prev::outputs,
+                                                Next::inputs>::value;
+    if constexpr (HasInputShape<Next> && Prev::outputs == Next::inputs) {
+      using T = typename Next::input_shape;
+      return sizes && ImageShapesMustMatch<I, S::channels, S::height, S::width, T::channels,
+                                           T::height, T::width>::value;
+    } else {
+      return sizes;
+    }
+  } else if constexpr (HasInputShape<Next>) {
+    using T = typename Next::input_shape;
+    return LayerInputShapeMustMatch<I, Prev::outputs, T::channels, T::height, T::width,
+                                    Next::inputs>::value;
+  } else {
+    return LayerSizesMustMatch<I, Prev::outputs, Next::inputs>::value;
+  }
+}
+
 template <class Tuple, std::size_t... I>
 constexpr bool check_chain(std::index_sequence<I...>) {
-  return (LayerSizesMustMatch<I + 1, std::tuple_element_t<I, Tuple>::outputs,
-                              std::tuple_element_t<I + 1, Tuple>::inputs>::value &&
+  return (check_link<I + 1, std::tuple_element_t<I, Tuple>, std::tuple_element_t<I + 1, Tuple>>() &&
           ... && true);
 }
 

@@ -50,11 +50,13 @@ void init_biases(Rng& rng, B& b, Init init) {
 }
 
 /// Weights in row-major order (as numpy's randn(out, in) fills them).
+/// `fan_in` and `fan_out` (the scales of scaled_normal, Xavier and He) default to the
+/// columns and rows of w (a convolution passes its window size and its outputs per input).
 template <class W>
-void init_weights(Rng& rng, W& w, Init init) {
+void init_weights(Rng& rng, W& w, Init init, Eigen::Index fan_in = -1, Eigen::Index fan_out = -1) {
   using S = typename W::Scalar;
-  const double n_in = static_cast<double>(w.cols());
-  const double n_out = static_cast<double>(w.rows());
+  const double n_in = static_cast<double>(fan_in >= 0 ? fan_in : w.cols());
+  const double n_out = static_cast<double>(fan_out >= 0 ? fan_out : w.rows());
   for (Eigen::Index r = 0; r < w.rows(); ++r) {
     for (Eigen::Index c = 0; c < w.cols(); ++c) {
       double v = 0.0;

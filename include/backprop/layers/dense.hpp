@@ -30,6 +30,7 @@
 #include "../detail/sparse_input.hpp"
 #include "../init/initializers.hpp"
 #include "../init/random.hpp"
+#include "activated.hpp"
 
 namespace backprop {
 
@@ -48,7 +49,9 @@ using SmallVector = std::conditional_t<(Rows <= 64), Eigen::Matrix<Scalar, Rows,
 /// what `net.layer<I>()` returns for a `Dense` layer I.
 /// \tparam Scalar `float` or `double`
 template <class Scalar_, int In, int Out, class Act>
-class DenseLayer {
+class DenseLayer
+    : public detail::ActivatedLayer<DenseLayer<Scalar_, In, Out, Act>, Act,
+                                    Eigen::Matrix<Scalar_, Eigen::Dynamic, Eigen::Dynamic>> {
  public:
   using Scalar = Scalar_;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
@@ -149,31 +152,7 @@ class DenseLayer {
     detail::activation_forward<Act>(ws.z, ws.a);
   }
 
-  /// \brief The output the last training pass passed on to the next layer.
-  [[nodiscard]] static const Matrix& output(const Workspace& ws) noexcept { return ws.a; }
-
-  /// \brief The cost of the last training pass's output, summed over the columns.
-  template <class Cost, class Y>
-  [[nodiscard]] static double cost(const Workspace& ws, const Y& y) {
-    return Cost::value(ws.z, ws.a, y);
-  }
-
-  /// \brief Backward pass from g = dC/d(output) (overwritten): delta = sigma'(z)^T g,
-  /// then `backward_delta`.
-  template <class X, class Sink>
-  void backward(const X& x, Workspace& ws, Matrix& g, Matrix* dx, Sink& sink) {
-    ws.delta.resize(Out, g.cols());
-    detail::activation_backward<Act>(ws.z, ws.a, g, ws.delta);
-    backward_delta(x, ws, dx, sink);
-  }
-
-  /// \brief Backward pass of the output layer: delta from the cost, then `backward_delta`.
-  template <class Cost, class X, class Y, class Sink>
-  void backward_cost(const X& x, Workspace& ws, const Y& y, Matrix* dx, Sink& sink) {
-    ws.delta.resize(Out, y.cols());
-    Cost::template output_delta<Act>(ws.z, ws.a, y, ws.delta);
-    backward_delta(x, ws, dx, sink);
-  }
+  // output(ws), cost<Cost>(ws, y), backward and backward_cost: detail::ActivatedLayer.
 
   /// \brief From ws.delta = dC/dz: dx = W^T delta (with the current W), then the
   /// parameter gradients to `sink`: dC/dW = delta x^T, dC/db = the row sums of delta.

@@ -8,7 +8,9 @@
 /// backward. E[y] = sigma(W x + b), so inference uses no mask.
 #pragma once
 
+#include <Eigen/Core>
 #include <ratio>
+#include <string_view>
 #include <type_traits>
 
 #include "dense.hpp"
@@ -90,6 +92,92 @@ struct DropoutDense : Dense<In, Out, Act> {
   using Instance = DropoutDenseLayer<Scalar, In, Out, Act, Rate>;
   template <class Scalar>
   using Parameters = Instance<Scalar>;
+};
+
+/// \brief The layer object of `Dropout<N, Rate>`: no parameters (empty `weights()` and
+/// `biases()`); the identity at inference, a fresh inverted-dropout mask in training.
+template <class Scalar_, int N, class Rate>
+class DropoutLayer {
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static constexpr int inputs = N;
+  static constexpr int outputs = N;
+  static constexpr int weight_rows = 0, weight_cols = 0, bias_rows = 0;
+  static constexpr double dropout_rate =
+      static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
+  /// The record name: "dropout" (the rate is a training setting, not part of the model).
+  static constexpr std::string_view model_name = "dropout";
+
+  [[nodiscard]] Matrix& weights() noexcept { return m_none; }
+  [[nodiscard]] const Matrix& weights() const noexcept { return m_none; }
+  [[nodiscard]] Vector& biases() noexcept { return m_none_b; }
+  [[nodiscard]] const Vector& biases() const noexcept { return m_none_b; }
+  friend bool operator==(const DropoutLayer&, const DropoutLayer&) { return true; }
+
+  /// \brief Inference: y = x.
+  template <class X>
+  void forward(const X& x, Matrix& y) const {
+    y = x;
+  }
+
+  struct Workspace {
+    Matrix y, mask;  // the mask is already divided by 1 - p
+    bool active = false;
+  };
+
+  /// \brief Training pass: y = m (.) x with m_k = 1/(1 - p) with probability 1 - p, else 0
+  /// (drawn from `masks`); without `masks` (gradient, backprop) y = x.
+  template <class X>
+  void forward(const X& x, Workspace& ws, Rng* masks) const {
+    ws.active = dropout_rate > 0.0 && masks != nullptr;
+    if (!ws.active) {
+      ws.y = x;
+      return;
+    }
+    ws.mask.resize(N, x.cols());
+    const Scalar scale = static_cast<Scalar>(1.0 / (1.0 - dropout_rate));
+    Scalar* data = ws.mask.data();
+    for (Eigen::Index k = 0; k < ws.mask.size(); ++k) {
+      data[k] = masks->uniform() < 1.0 - dropout_rate ? scale : Scalar(0);
+    }
+    ws.y.noalias() = x.cwiseProduct(ws.mask);
+  }
+
+  [[nodiscard]] static const Matrix& output(const Workspace& ws) noexcept { return ws.y; }
+
+  /// \brief dC/dx = m (.) dC/dy (or dC/dy when the pass had no mask).
+  template <class X, class Sink>
+  void backward(const X& /*x*/, Workspace& ws, Matrix& g, Matrix* dx, Sink& /*sink*/) {
+    if (dx == nullptr) return;
+    if (ws.active) {
+      dx->noalias() = g.cwiseProduct(ws.mask);
+    } else {
+      *dx = g;
+    }
+  }
+
+ private:
+  Matrix m_none;
+  Vector m_none_b;
+};
+
+/// \brief Inverted dropout of `N` values on its own, for any place in a network (after a
+/// convolution or a pool, before the first layer: network3.py drops each layer's inputs).
+/// Training passes multiply by a mask as `DropoutDense` does; inference is the identity.
+/// No parameters. \tparam Rate the drop probability p as a `std::ratio` in [0, 1)
+template <int N, class Rate = std::ratio<1, 2>>
+struct Dropout {
+  static_assert(N > 0, "backprop::Dropout<N, Rate>: N must be positive");
+  static_assert(Rate::num >= 0 && Rate::num < Rate::den,
+                "backprop::Dropout<N, Rate>: the drop rate must be in [0, 1)");
+  static constexpr int inputs = N;
+  static constexpr int outputs = N;
+  static constexpr double dropout_rate =
+      static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
+  template <class Scalar>
+  using Instance = DropoutLayer<Scalar, N, Rate>;
 };
 
 namespace detail {
