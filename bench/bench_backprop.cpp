@@ -1,5 +1,5 @@
 // Benchmark of backprop (this library) and of the plain-Eigen peer (plain_eigen.cpp)
-// on workloads W1-W6 (see common.hpp and bench/README.md). Prints progress to stderr
+// on workloads W1-W7 (see common.hpp and bench/README.md). Prints progress to stderr
 // and writes the results as JSON (--json FILE, else stdout).
 //
 //   bench_backprop [--threads N] [--runs R] [--samples N] [--data FILE] [--only W1,W4]
@@ -23,8 +23,14 @@ using W3Net = bp::Network<bp::Dense<784, 256, bp::Sigmoid>, bp::Dense<256, 128, 
                           bp::Dense<128, 10, bp::Sigmoid>>;
 using W4Net = bp::Network<bp::Dense<784, 1024, bp::ReLU>, bp::Dense<1024, 1024, bp::ReLU>,
                           bp::Dense<1024, 10, bp::Softmax>>;
+/// The book's chapter-6 convolutional network (bench::w7_layers()).
+using W7Net = bp::Network<bp::Conv2D<1, 28, 28, 20, 5, bp::ReLU>, bp::MaxPool2D<20, 24, 24, 2>,
+                          bp::Conv2D<20, 12, 12, 40, 5, bp::ReLU>, bp::MaxPool2D<40, 8, 8, 2>,
+                          bp::Dense<640, 100, bp::ReLU>, bp::Dense<100, 10, bp::Softmax>>;
 
-/// Sets every layer of `net` to the shared initial parameters.
+/// Sets every layer of `net` to the shared initial parameters (Dense: Out x In; Conv2D:
+/// OutChannels x C K K, which LayerInit holds in the same column-major way; MaxPool2D:
+/// empty).
 template <class Net>
 void set_parameters(Net& net, const std::vector<bench::LayerInit>& init) {
   [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -100,18 +106,21 @@ void train_workload(const bench::Workload& w, const bench::Options& o,
   report.add(c);
 }
 
+/// Trains `n` samples in order from the shared weights; the cost on the first 1000 is
+/// recorded as workload `id` (default w.id).
 template <class Net, class Cost>
 void check_workload(const bench::Workload& w, const bench::Data& d, const bp::Dataset<float>& full,
-                    bench::Report& report) {
+                    bench::Report& report, std::int64_t n = bench::check_samples,
+                    const std::string& id = "") {
   auto net = std::make_unique<Net>(1);
   set_parameters(*net, bench::initial_parameters(w));
-  net->template sgd<Cost>(full.slice(0, bench::check_samples), {.epochs = 1,
-                                                                .mini_batch_size = w.batch,
-                                                                .eta = w.eta,
-                                                                .shuffle = false,
-                                                                .on_epoch = bp::quiet});
+  net->template sgd<Cost>(full.slice(0, n), {.epochs = 1,
+                                             .mini_batch_size = w.batch,
+                                             .eta = w.eta,
+                                             .shuffle = false,
+                                             .on_epoch = bp::quiet});
   const Eigen::MatrixXf out = net->feedforward(full.inputs.leftCols(bench::check_eval_samples));
-  bench::Record r{w.id, "check", bench::check_samples, 0, "cost on the first 1000 samples"};
+  bench::Record r{id.empty() ? w.id : id, "check", n, 0, "cost on the first 1000 samples"};
   r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) { return out(k, i); });
   report.add(r);
 }
@@ -122,12 +131,18 @@ void run_ours(const bench::Options& o, const bench::Data& d, bench::Report& repo
   if (o.check) {
     check_workload<W1Net, bp::QuadraticCost>(ws[0], d, full, report);
     check_workload<W4Net, bp::LogLikelihoodCost>(ws[3], d, full, report);
+    check_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), d, full, report);
+    check_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), d, full, report,
+                                                 bench::w7_short_check_samples, "W7-500");
     return;
   }
   if (o.wants("W1")) train_workload<W1Net, bp::QuadraticCost>(ws[0], o, full, report);
   if (o.wants("W2")) train_workload<W2Net, bp::QuadraticCost>(ws[1], o, full, report);
   if (o.wants("W3")) train_workload<W3Net, bp::QuadraticCost>(ws[2], o, full, report);
   if (o.wants("W4")) train_workload<W4Net, bp::LogLikelihoodCost>(ws[3], o, full, report);
+  if (o.wants("W7")) {
+    train_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), o, full, report);
+  }
 
   if (o.wants("W5")) {
     const bench::Workload w = bench::w5_workload();

@@ -4,6 +4,9 @@
 // w -= alpha * dw, so alpha = eta with the loss below (1/2 ||a - y||^2, da = a - y)
 // is exactly backprop's update. W4 uses softmax + cross_entropy_multiclass (tiny-dnn
 // back-propagates the full softmax Jacobian, so the gradient is a - y as well).
+// W7, the chapter-6 convolutional network, is convolutional_layer<relu>,
+// max_pooling_layer and fully_connected_layer with the same loss and optimizer (the
+// division by the batch size is layer::update_weight's, for every layer).
 #include <tiny_dnn/tiny_dnn.h>
 #include <numeric>
 #include <thread>
@@ -28,7 +31,23 @@ struct HalfSquaredError {
   }
 };
 
+/// W7 (bench::w7_layers()). tiny-dnn's images are CHW like the data (index
+/// (c H + y) W + x), so the 40x4x4 output of the second pooling layer reaches the Dense
+/// layer in the same order as torch's flatten.
+std::unique_ptr<td::network<td::sequential>> make_w7_net() {
+  auto net = std::make_unique<td::network<td::sequential>>();
+  *net << td::convolutional_layer<td::activation::relu>(28, 28, 5, 1, 20)
+       << td::max_pooling_layer<td::activation::identity>(24, 24, 20, 2)
+       << td::convolutional_layer<td::activation::relu>(12, 12, 5, 20, 40)
+       << td::max_pooling_layer<td::activation::identity>(8, 8, 40, 2)
+       << td::fully_connected_layer<td::activation::relu>(640, 100)
+       << td::fully_connected_layer<td::activation::softmax>(100, 10);
+  net->init_weight();
+  return net;
+}
+
 std::unique_ptr<td::network<td::sequential>> make_net(const bench::Workload& w) {
+  if (w.id == "W7") return make_w7_net();
   auto net = std::make_unique<td::network<td::sequential>>();
   const std::size_t layers = w.sizes.size() - 1;
   for (std::size_t l = 0; l < layers; ++l) {
@@ -51,14 +70,30 @@ std::unique_ptr<td::network<td::sequential>> make_net(const bench::Workload& w) 
   return net;
 }
 
-/// Writes the shared initial parameters; tiny-dnn stores W(r, c) at c * out + r,
-/// the same column-major layout as LayerInit.
+/// Writes the shared initial parameters; tiny-dnn's fully_connected_layer stores W(r, c)
+/// at c * out + r, the same column-major layout as LayerInit. Its convolutional_layer
+/// stores filter o's weight (c, i, j) at ((C o + c) K + i) K + j: PyTorch's
+/// [out, in, kh, kw], LayerInit's matrix row-major. Pooling layers (empty) are skipped.
 void reset_to(td::network<td::sequential>& net, const std::vector<bench::LayerInit>& init) {
   for (std::size_t l = 0; l < init.size(); ++l) {
+    if (init[l].weights.empty()) continue;
     auto params = net[l]->weights();
-    std::copy(init[l].weights.begin(), init[l].weights.end(), params[0]->begin());
+    const std::vector<float> w =
+        net[l]->layer_type() == "conv" ? bench::row_major(init[l]) : init[l].weights;
+    if (params.size() != 2 || params[0]->size() != w.size() ||
+        params[1]->size() != init[l].biases.size()) {
+      throw std::logic_error("tiny-dnn layer " + std::to_string(l) + " has other parameter sizes");
+    }
+    std::copy(w.begin(), w.end(), params[0]->begin());
     std::copy(init[l].biases.begin(), init[l].biases.end(), params[1]->begin());
   }
+}
+
+/// W1-W4 and W7.
+std::vector<bench::Workload> trained_workloads() {
+  std::vector<bench::Workload> ws = bench::training_workloads();
+  ws.push_back(bench::w7_workload());
+  return ws;
 }
 
 struct Samples {
@@ -103,26 +138,32 @@ void shuffle(Samples& s, std::uint64_t& state) {
 void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
   if (o.check) {
     const Samples s = make_samples(d, bench::check_samples);
-    for (const auto& w : bench::training_workloads()) {
-      if (w.id != "W1" && w.id != "W4") continue;
+    const Samples short_s = make_samples(d, bench::w7_short_check_samples);
+    auto check = [&](const bench::Workload& w, const Samples& train, const std::string& id) {
       auto net = make_net(w);
       reset_to(*net, bench::initial_parameters(w));
-      fit(*net, w, s, static_cast<std::size_t>(w.batch));
+      fit(*net, w, train, static_cast<std::size_t>(w.batch));
       std::vector<td::vec_t> out;
       for (std::int64_t i = 0; i < bench::check_eval_samples; ++i) {
         out.push_back(net->predict(s.x[static_cast<std::size_t>(i)]));
       }
-      bench::Record r{w.id, "check", bench::check_samples, 0, "cost on the first 1000 samples"};
+      bench::Record r{id, "check", static_cast<std::int64_t>(train.x.size()), 0,
+                      "cost on the first 1000 samples"};
       r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) {
         return out[static_cast<std::size_t>(i)][static_cast<std::size_t>(k)];
       });
       report.add(r);
+    };
+    for (const auto& w : trained_workloads()) {
+      if (w.id != "W1" && w.id != "W4" && w.id != "W7") continue;
+      check(w, s, w.id);
+      if (w.id == "W7") check(w, short_s, "W7-500");
     }
     return;
   }
 
   std::uint64_t state = 42;
-  for (const auto& w : bench::training_workloads()) {
+  for (const auto& w : trained_workloads()) {
     if (!o.wants(w.id)) continue;
     const std::int64_t n = o.samples_for(w.id, d.n);
     Samples s = make_samples(d, n);

@@ -2,7 +2,9 @@
 // torch::nn::Linear layers, autograd and torch::optim::SGD. The losses are chosen
 // so that the update is exactly backprop's: w -= eta/m * sum of per-sample
 // gradients, with C = 1/2 ||a - y||^2 per sample (W1-W3) or -ln a_label of a
-// softmax output (W4; cross_entropy's mean reduction is the 1/m).
+// softmax output (W4; cross_entropy's mean reduction is the 1/m). W7, the chapter-6
+// convolutional network, is torch::nn::Conv2d + relu + max_pool2d, two nn::Linear and
+// log_softmax + nll_loss (mean reduction: the 1/m) on inputs viewed as [N, 1, 28, 28].
 #include <dlfcn.h>
 #include <torch/torch.h>
 
@@ -52,6 +54,46 @@ struct MlpImpl : torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+/// W7 (bench::w7_layers()): conv 1->20 5x5, ReLU, max-pool 2, conv 20->40 5x5, ReLU,
+/// max-pool 2, flatten [N, 40, 4, 4] -> 640, Linear 640-100 ReLU, Linear 100-10.
+struct ConvNetImpl : torch::nn::Module {
+  ConvNetImpl()
+      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 20, 5)))),
+        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(20, 40, 5)))),
+        fc1(register_module("fc1", torch::nn::Linear(640, 100))),
+        fc2(register_module("fc2", torch::nn::Linear(100, 10))) {}
+
+  /// init: one LayerInit per layer of w7_layers() (0, 2: conv; 4, 5: dense).
+  void reset_to(const std::vector<bench::LayerInit>& init) {
+    torch::NoGradGuard no_grad;
+    auto set = [](torch::Tensor& weight, torch::Tensor& bias, const bench::LayerInit& li) {
+      // PyTorch's [out, in] / [out, C, K, K] layout is LayerInit's matrix row-major.
+      std::vector<float> w = bench::row_major(li);
+      weight.copy_(torch::from_blob(w.data(), weight.sizes(), torch::kFloat32));
+      bias.copy_(torch::from_blob(const_cast<float*>(li.biases.data()), {li.out}, torch::kFloat32));
+    };
+    set(conv1->weight, conv1->bias, init[0]);
+    set(conv2->weight, conv2->bias, init[2]);
+    set(fc1->weight, fc1->bias, init[4]);
+    set(fc2->weight, fc2->bias, init[5]);
+  }
+
+  /// x: N x 784 rows (CHW images), viewed as [N, 1, 28, 28]. Returns the logits.
+  torch::Tensor logits(const torch::Tensor& x) {
+    auto h = x.view({-1, 1, 28, 28});
+    h = torch::max_pool2d(torch::relu(conv1->forward(h)), 2);
+    h = torch::max_pool2d(torch::relu(conv2->forward(h)), 2);
+    h = torch::relu(fc1->forward(h.flatten(1)));
+    return fc2->forward(h);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) { return torch::softmax(logits(x), 1); }
+
+  torch::nn::Conv2d conv1, conv2;
+  torch::nn::Linear fc1, fc2;
+};
+TORCH_MODULE(ConvNet);
+
 /// Sets intra-op threads (OpenMP) and, since Debian's libtorch does its GEMMs in
 /// OpenBLAS, OpenBLAS's own pool too. Returns what was done.
 std::string set_threads(int n) {
@@ -89,8 +131,15 @@ torch::Tensor batch_loss(Mlp& net, const bench::Workload& w, const torch::Tensor
   return (a - yb).pow(2).sum() * (0.5 / static_cast<double>(xb.size(0)));
 }
 
+/// W7: log_softmax + nll_loss (mean over the mini-batch).
+torch::Tensor batch_loss(ConvNet& net, const bench::Workload& /*w*/, const torch::Tensor& xb,
+                         const torch::Tensor& /*yb*/, const torch::Tensor& lb) {
+  return torch::nll_loss(torch::log_softmax(net->logits(xb), 1), lb);
+}
+
 /// One epoch over the rows `order` (a permutation or iota), batches gathered by index_select.
-void train_epoch(Mlp& net, torch::optim::SGD& opt, const bench::Workload& w, const Tensors& t,
+template <class Net>
+void train_epoch(Net& net, torch::optim::SGD& opt, const bench::Workload& w, const Tensors& t,
                  const torch::Tensor& order) {
   const std::int64_t n = order.size(0);
   for (std::int64_t k = 0; k < n; k += w.batch) {
@@ -121,6 +170,20 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
       r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) { return acc[i][k]; });
       report.add(r);
     }
+    for (const std::int64_t n : {bench::check_samples, bench::w7_short_check_samples}) {
+      const bench::Workload w = bench::w7_workload();
+      ConvNet net;
+      net->reset_to(bench::initial_parameters(w));
+      torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(w.eta));
+      train_epoch(net, opt, w, t, torch::arange(n, torch::kInt64));
+      torch::NoGradGuard no_grad;
+      const auto out = net->forward(t.x.narrow(0, 0, bench::check_eval_samples)).contiguous();
+      const auto acc = out.accessor<float, 2>();
+      bench::Record r{n == bench::check_samples ? w.id : "W7-500", "check", n, 0,
+                      "cost on the first 1000 samples"};
+      r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) { return acc[i][k]; });
+      report.add(r);
+    }
     return;
   }
 
@@ -135,6 +198,25 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
     train_epoch(net, opt, w, t, torch::arange(std::min<std::int64_t>(n, 2048), torch::kInt64));
     bench::Record r{w.id, "train", n, bench::training_flops(w),
                     "autograd + optim::SGD, index_select batches"};
+    bench::repeat(r, o.runs, [&] {
+      net->reset_to(init);
+      bench::Timer timer;
+      train_epoch(net, opt, w, t, torch::randperm(n, gen, torch::kInt64));
+      return timer.stop();
+    });
+    report.add(r);
+  }
+
+  if (o.wants("W7")) {
+    const bench::Workload w = bench::w7_workload();
+    const std::int64_t n = o.samples_for(w.id, d.n);
+    const auto init = bench::initial_parameters(w);
+    ConvNet net;
+    net->reset_to(init);
+    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(w.eta));
+    train_epoch(net, opt, w, t, torch::arange(std::min<std::int64_t>(n, 2048), torch::kInt64));
+    bench::Record r{w.id, "train", n, bench::training_flops(w),
+                    "nn::Conv2d + max_pool2d + nn::Linear, autograd + optim::SGD"};
     bench::repeat(r, o.runs, [&] {
       net->reset_to(init);
       bench::Timer timer;

@@ -393,6 +393,10 @@ def main():
         batched.add(w["id"], "train", n, training_flops(w),
                     "whole-batch products, X[:, idx] gather", run_batched, ARGS.runs)
 
+    if wants("W7"):
+        for r in (seed, batched):
+            r.skip("W7", "no convolutional network in the numpy peers")
+
     if wants("W5"):
         params = initial_parameters(W5)
         n1 = min(10000, n_all)

@@ -195,6 +195,7 @@ void run_plain_eigen(const Options& o, const Data& d, Report& report) {
     return;
   }
 
+  if (o.wants("W7")) report.skip("W7", "the plain-Eigen peer has no convolution layers");
   for (const auto& w : training_workloads()) {
     if (!o.wants(w.id)) continue;
     const std::int64_t n = o.samples_for(w.id, d.n);

@@ -127,9 +127,9 @@ fi
 common=(--data "$data" --runs "$runs" --samples "$samples")
 [[ -n "$only" ]] && common+=(--only "$only")
 # Slow peers run fewer samples (samples/s stays comparable; the table marks them).
-td_limit="W2=20000,W3=5000,W4=768,W6=20000"
+td_limit="W2=20000,W3=5000,W4=768,W6=20000,W7=5000"
 seed_limit="W2=20000,W3=10000,W6=20000"
-if [[ $samples -lt 50000 ]]; then td_limit="W3=2000,W4=256,W6=5000"; fi
+if [[ $samples -lt 50000 ]]; then td_limit="W3=2000,W4=256,W6=5000,W7=1000"; fi
 np_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
   [[ -n "${!v:-}" ]] && say "note: $v=${!v} is set; unset for the numpy peers only (libtorch also uses OpenBLAS and keeps it)"
