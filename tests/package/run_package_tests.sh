@@ -53,6 +53,19 @@ rm -rf "$work/build" "$work/prefix" "$work/moved" "$work/consumer" "$work/consum
 have_mpi=0
 if command -v mpicxx >/dev/null 2>&1 && command -v mpiexec >/dev/null 2>&1; then have_mpi=1; fi
 
+# A machine without Catch2 (simulated): configuring with the defaults and installing
+# works, and says the tests are not built.
+echo "== configure and install with the defaults, without Catch2"
+run "configure without Catch2" cmake -S "$src" -B "$work/nocatch" -DCMAKE_DISABLE_FIND_PACKAGE_Catch2=TRUE \
+  "-DCMAKE_INSTALL_PREFIX=$work/nocatch-prefix"
+grep -q "Catch2 2.13 not found, so the tests are not built" "$work/last.log" ||
+  fail "configuring without Catch2 did not say that the tests are not built"
+run "install without Catch2" cmake --install "$work/nocatch"
+[[ -f "$work/nocatch-prefix/include/backprop/backprop.hpp" ]] ||
+  fail "installing without Catch2 did not install the headers"
+run "reconfigure without Catch2" cmake "$work/nocatch"
+rm -rf "$work/nocatch" "$work/nocatch-prefix"
+
 echo "== install to $prefix"
 run "configure backprop" cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
   -DBACKPROP_BUILD_TESTS=OFF -DBACKPROP_BUILD_EXAMPLES=OFF "-DCMAKE_INSTALL_PREFIX=$prefix"
