@@ -1,6 +1,8 @@
 // libFuzzer target: arbitrary bytes into BasicNetwork::load (the binary model format).
 // Any std::exception is an accepted rejection; a crash, a sanitizer report, another
 // exception type, or a broken invariant (checked below) is a bug.
+#include <backprop/layers/conv.hpp>
+#include <backprop/layers/pool.hpp>
 #include <backprop/network.hpp>
 
 #include <cstddef>
@@ -16,10 +18,16 @@ namespace bp = backprop;
 
 template <class T>
 using Net = bp::BasicNetwork<T, bp::Dense<2, 3, bp::Sigmoid>, bp::Dense<3, 1, bp::Tanh>>;
+/// Image layers: records with geometry in their names, and layers without parameters
+/// (seeds from make_model_seeds.cpp).
+template <class T>
+using ConvNet =
+    bp::BasicNetwork<T, bp::Conv2D<1, 4, 4, 2, 3, bp::Tanh, 1, 1>, bp::MaxPool2D<2, 4, 4, 2>,
+                     bp::Dropout<8>, bp::Dense<8, 2, bp::Sigmoid>>;
 
 /// Loads `bytes` into a network; on failure it must be unchanged, on success it must
 /// be finite and save back to a file that loads to the same parameters.
-template <class T>
+template <template <class> class Net, class T>
 void check(const std::string& bytes) {
   Net<T> net(7);
   const Net<T> before = net;
@@ -42,7 +50,8 @@ void check(const std::string& bytes) {
 
 // The first byte selects a mode: if it is odd, the last four bytes of the rest are
 // replaced by the rest's correct CRC-32, so that mutations reach the checks behind the
-// checksum (values, scalar conversion) instead of nearly always failing on it.
+// checksum (values, scalar conversion) instead of nearly always failing on it; bit 1
+// loads into the convolutional network instead of the dense one.
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   std::string bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
@@ -52,7 +61,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         bp::detail::crc32(reinterpret_cast<const unsigned char*>(bytes.data()), body);
     for (int k = 0; k < 4; ++k) bytes[body + k] = static_cast<char>((crc >> (8 * k)) & 0xFFU);
   }
-  check<float>(bytes);
-  check<double>(bytes);
+  if ((data[0] & 2U) != 0) {
+    check<ConvNet, float>(bytes);
+    check<ConvNet, double>(bytes);
+  } else {
+    check<Net, float>(bytes);
+    check<Net, double>(bytes);
+  }
   return 0;
 }
