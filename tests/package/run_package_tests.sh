@@ -2,7 +2,8 @@
 # Package tests: install backprop to a temporary prefix, then build and run
 #   1. a find_package() consumer (checks backprop_DIR is under the prefix),
 #   2. an add_subdirectory() consumer (checks backprop's tests/examples stay out),
-#   3. a plain compiler command using pkg-config,
+#   3. a plain compiler command using pkg-config, and a FetchContent consumer (from this
+#      git repository at HEAD),
 #   4. when MPI is installed (mpicxx and mpiexec), a find_package(backprop COMPONENTS mpi)
 #      consumer run with mpiexec -n 2; without MPI, that the component is reported missing.
 #      The plain consumer must not look for MPI at all.
@@ -140,6 +141,19 @@ else
   fi
   grep -q "built without MPI" "$work/last.log" ||
     fail "find_package(backprop COMPONENTS mpi) failed without saying why: $(tail -n 20 "$work/last.log")"
+fi
+
+# FetchContent from a git repository (this one, as a file:// URL at its HEAD commit).
+if git -C "$src" rev-parse --verify HEAD >/dev/null 2>&1; then
+  echo "== FetchContent consumer"
+  rm -rf "$work/fetchcontent"
+  run "configure fetchcontent" cmake -S "$here/fetchcontent" -B "$work/fetchcontent" \
+    "-DBACKPROP_GIT=file://$src" "-DBACKPROP_GIT_TAG=$(git -C "$src" rev-parse HEAD)"
+  run "build fetchcontent" cmake --build "$work/fetchcontent" -j "$jobs"
+  run "run fetchcontent" "$work/fetchcontent/app"
+  rm -rf "$work/fetchcontent"
+else
+  echo "note: $src is not a git repository; the FetchContent consumer is skipped"
 fi
 
 echo "== add_subdirectory consumer"
