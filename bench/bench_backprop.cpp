@@ -1,6 +1,6 @@
 // Benchmark of backprop (this library) and of the plain-Eigen peer (plain_eigen.cpp)
-// on workloads W1-W7 (see common.hpp and bench/README.md). Prints progress to stderr
-// and writes the results as JSON (--json FILE, else stdout).
+// on workloads W1-W7 (W7: training and inference; see common.hpp and bench/README.md).
+// Prints progress to stderr and writes the results as JSON (--json FILE, else stdout).
 //
 //   bench_backprop [--threads N] [--runs R] [--samples N] [--data FILE] [--only W1,W4]
 //                  [--limit W4=12800] [--check] [--peak] [--json FILE]
@@ -125,6 +125,58 @@ void check_workload(const bench::Workload& w, const bench::Data& d, const bp::Da
   report.add(r);
 }
 
+/// W7 inference from the initial weights (no training): batch-1 latency of
+/// feedforward(x) on one 784 column at a time, and one feedforward(X) of 784 x 10000.
+void w7_inference(const bench::Options& o, const bp::Dataset<float>& full, bench::Report& report) {
+  const auto net = std::make_unique<W7Net>(1);
+  set_parameters(*net, bench::w7_initial_parameters());
+  const double flops = bench::w7_forward_flops();
+  const std::int64_t n1 = std::min<std::int64_t>(bench::w7_latency_images, full.size());
+  float sink = 0;
+  for (std::int64_t i = 0; i < std::min<std::int64_t>(n1, 100); ++i) {  // warm-up
+    sink += net->feedforward(full.inputs.col(i))(0);
+  }
+  bench::Record lat{"W7", "latency", n1, flops, "feedforward(x.col(i)), batch 1"};
+  bench::repeat(lat, o.runs, [&] {
+    bench::Timer timer;
+    for (std::int64_t i = 0; i < n1; ++i) sink += net->feedforward(full.inputs.col(i))(0);
+    return timer.stop();
+  });
+  report.add(lat);
+  const std::int64_t nb = std::min<std::int64_t>(bench::inference_batch, full.size());
+  bench::Record thr{"W7", "throughput", nb, flops, "feedforward(X) on 784 x 10000"};
+  sink += net->feedforward(full.inputs.leftCols(nb))(0, 0);
+  bench::repeat(thr, std::max(o.runs, 5), [&] {
+    bench::Timer timer;
+    sink += net->feedforward(full.inputs.leftCols(nb))(0, 0);
+    return timer.stop();
+  });
+  report.add(thr);
+  if (sink == 12345.0f) std::cerr << "";
+}
+
+/// --check: W7's outputs for the first images from the initial weights, batched (the
+/// throughput path); the note gives the largest difference to the batch-1 path.
+void w7_outputs(const bp::Dataset<float>& full, bench::Report& report) {
+  const auto net = std::make_unique<W7Net>(1);
+  set_parameters(*net, bench::w7_initial_parameters());
+  const std::int64_t n = bench::w7_output_check_images;
+  const Eigen::MatrixXf out = net->feedforward(full.inputs.leftCols(n));
+  double single = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Eigen::VectorXf x = full.inputs.col(i);
+    single = std::max<double>(single, (net->feedforward(x) - out.col(i)).cwiseAbs().maxCoeff());
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2e", single);
+  bench::Record r{"W7", "outputs", n, 0,
+                  std::string("feedforward(X) of the first 100 images, initial weights; max "
+                              "|batch-1 feedforward(x) - batched| = ") +
+                      buf};
+  r.values.assign(out.data(), out.data() + out.size());  // column i = image i
+  report.add(r);
+}
+
 void run_ours(const bench::Options& o, const bench::Data& d, bench::Report& report) {
   const bp::Dataset<float> full = to_dataset(d, d.n);
   const auto& ws = bench::training_workloads();
@@ -134,6 +186,7 @@ void run_ours(const bench::Options& o, const bench::Data& d, bench::Report& repo
     check_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), d, full, report);
     check_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), d, full, report,
                                                  bench::w7_short_check_samples, "W7-500");
+    w7_outputs(full, report);
     return;
   }
   if (o.wants("W1")) train_workload<W1Net, bp::QuadraticCost>(ws[0], o, full, report);
@@ -142,6 +195,7 @@ void run_ours(const bench::Options& o, const bench::Data& d, bench::Report& repo
   if (o.wants("W4")) train_workload<W4Net, bp::LogLikelihoodCost>(ws[3], o, full, report);
   if (o.wants("W7")) {
     train_workload<W7Net, bp::LogLikelihoodCost>(bench::w7_workload(), o, full, report);
+    w7_inference(o, full, report);
   }
 
   if (o.wants("W5")) {

@@ -135,6 +135,36 @@ void shuffle(Samples& s, std::uint64_t& state) {
   }
 }
 
+/// W7 inference from the initial weights (no training): predict(vec_t) one image at a
+/// time, and predict(std::vector<tensor_t>) of 10000 images.
+void w7_inference(const bench::Options& o, const bench::Data& d, bench::Report& report) {
+  auto net = make_w7_net();
+  reset_to(*net, bench::w7_initial_parameters());
+  const double flops = bench::w7_forward_flops();
+  const std::int64_t nb = std::min<std::int64_t>(bench::inference_batch, d.n);
+  const Samples s = make_samples(d, nb);
+  const auto n1 = static_cast<std::size_t>(std::min<std::int64_t>(bench::w7_latency_images, nb));
+  float sink = 0;
+  for (std::size_t i = 0; i < std::min<std::size_t>(n1, 20); ++i) sink += net->predict(s.x[i])[0];
+  bench::Record lat{"W7", "latency", static_cast<std::int64_t>(n1), flops, "predict(vec_t)"};
+  bench::repeat(lat, o.runs, [&] {
+    bench::Timer timer;
+    for (std::size_t i = 0; i < n1; ++i) sink += net->predict(s.x[i])[0];
+    return timer.stop();
+  });
+  report.add(lat);
+  std::vector<td::tensor_t> batch;
+  for (const auto& x : s.x) batch.push_back(td::tensor_t{x});
+  bench::Record thr{"W7", "throughput", nb, flops, "predict(std::vector<tensor_t>) of 10000"};
+  bench::repeat(thr, o.runs, [&] {
+    bench::Timer timer;
+    sink += net->predict(batch)[0][0][0];
+    return timer.stop();
+  });
+  report.add(thr);
+  if (sink == 12345.0f) std::cerr << "";
+}
+
 void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
   if (o.check) {
     const Samples s = make_samples(d, bench::check_samples);
@@ -158,6 +188,17 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
       if (w.id != "W1" && w.id != "W4" && w.id != "W7") continue;
       check(w, s, w.id);
       if (w.id == "W7") check(w, short_s, "W7-500");
+    }
+    {  // W7's outputs for the first images from the initial weights
+      auto net = make_w7_net();
+      reset_to(*net, bench::w7_initial_parameters());
+      bench::Record r{"W7", "outputs", bench::w7_output_check_images, 0,
+                      "predict(vec_t) of the first 100 images, initial weights"};
+      for (std::int64_t i = 0; i < bench::w7_output_check_images; ++i) {
+        const td::vec_t out = net->predict(s.x[static_cast<std::size_t>(i)]);
+        r.values.insert(r.values.end(), out.begin(), out.end());
+      }
+      report.add(r);
     }
     return;
   }
@@ -187,6 +228,7 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
       return timer.stop();
     });
     report.add(r);
+    if (w.id == "W7") w7_inference(o, d, report);
   }
 
   if (o.wants("W5")) {

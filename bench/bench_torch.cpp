@@ -154,6 +154,57 @@ void train_epoch(Net& net, torch::optim::SGD& opt, const bench::Workload& w, con
   }
 }
 
+/// W7 inference from the initial weights (no training), eval mode under NoGradGuard:
+/// batch-1 latency of forward([1, 1, 28, 28]) and one forward([10000, 1, 28, 28]).
+void w7_inference(const bench::Options& o, const Tensors& t, bench::Report& report) {
+  ConvNet net;
+  net->reset_to(bench::w7_initial_parameters());
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const auto images = t.x.view({t.x.size(0), 1, 28, 28});
+  const double flops = bench::w7_forward_flops();
+  const std::int64_t n1 = std::min<std::int64_t>(bench::w7_latency_images, images.size(0));
+  float sink = 0;
+  for (std::int64_t i = 0; i < std::min<std::int64_t>(n1, 100); ++i) {  // warm-up
+    sink += net->forward(images.narrow(0, i, 1)).data_ptr<float>()[0];
+  }
+  bench::Record lat{"W7", "latency", n1, flops,
+                    "eval(), NoGradGuard, forward(x[i:i+1]) of [1, 1, 28, 28]"};
+  bench::repeat(lat, o.runs, [&] {
+    bench::Timer timer;
+    for (std::int64_t i = 0; i < n1; ++i) {
+      sink += net->forward(images.narrow(0, i, 1)).data_ptr<float>()[0];
+    }
+    return timer.stop();
+  });
+  report.add(lat);
+  const std::int64_t nb = std::min<std::int64_t>(bench::inference_batch, images.size(0));
+  bench::Record thr{"W7", "throughput", nb, flops,
+                    "eval(), NoGradGuard, forward(X[0:10000]) of [10000, 1, 28, 28]"};
+  sink += net->forward(images.narrow(0, 0, nb)).data_ptr<float>()[0];
+  bench::repeat(thr, std::max(o.runs, 5), [&] {
+    bench::Timer timer;
+    sink += net->forward(images.narrow(0, 0, nb)).data_ptr<float>()[0];
+    return timer.stop();
+  });
+  report.add(thr);
+  if (sink == 12345.0f) std::cerr << "";
+}
+
+/// --check: W7's outputs for the first images from the initial weights (batched).
+void w7_outputs(const Tensors& t, bench::Report& report) {
+  ConvNet net;
+  net->reset_to(bench::w7_initial_parameters());
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const std::int64_t n = bench::w7_output_check_images;
+  const auto out = net->forward(t.x.narrow(0, 0, n).view({n, 1, 28, 28})).contiguous();  // [n, 10]
+  bench::Record r{"W7", "outputs", n, 0,
+                  "eval(), NoGradGuard, forward of the first 100 images, initial weights"};
+  r.values.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());  // row i = image i
+  report.add(r);
+}
+
 void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
   const Tensors t = make_tensors(d);
   if (o.check) {
@@ -184,6 +235,7 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
       r.check_value = bench::check_cost(w, d, [&](std::int64_t i, int k) { return acc[i][k]; });
       report.add(r);
     }
+    w7_outputs(t, report);
     return;
   }
 
@@ -224,6 +276,7 @@ void run(const bench::Options& o, const bench::Data& d, bench::Report& report) {
       return timer.stop();
     });
     report.add(r);
+    w7_inference(o, t, report);
   }
 
   if (o.wants("W5")) {

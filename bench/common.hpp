@@ -165,6 +165,14 @@ inline double w7_forward_flops() {
   return f;
 }
 
+/// W7 inference (records "latency" and "throughput" with id W7, like W5's): batch-1
+/// latency over the first w7_latency_images images, one feedforward of
+/// inference_batch images, both from w7_initial_parameters() (untrained). --check
+/// records the outputs of the first w7_output_check_images images (kind "outputs").
+inline constexpr std::int64_t w7_latency_images = 2000;
+inline constexpr std::int64_t inference_batch = 10000;
+inline constexpr std::int64_t w7_output_check_images = 100;
+
 /// Nominal flops of one sample's forward pass: 2 * in * out per layer (W7: its own count).
 inline double forward_flops(const Workload& w) {
   if (w.id == "W7") return w7_forward_flops();
@@ -496,7 +504,8 @@ inline double median(std::vector<double> v) {
 }
 
 /// One measured quantity. `kind` is "train" (one epoch), "latency" (batch 1),
-/// "throughput" (one big batch), "backprop" (per-sample gradient) or "peak".
+/// "throughput" (one big batch), "backprop" (per-sample gradient) or "peak"; --check
+/// writes "check" (a cost in check_value) and "outputs" (network outputs in values).
 struct Record {
   Record(std::string w, std::string k, std::int64_t n, double flops, std::string what)
       : workload(std::move(w)),
@@ -512,6 +521,7 @@ struct Record {
   std::string note;
   double check_value = std::nan("");  // --check: the cost after the check run
   std::vector<double> cpu_times;      // process CPU seconds per run
+  std::vector<double> values;         // kind "outputs": output k of image i at i * 10 + k
 };
 
 inline std::string json_escape(const std::string& s) {
@@ -590,8 +600,16 @@ class Report {
         j << (k ? ", " : "") << json_number(r.cpu_times[k]);
       }
       j << "], \"median_s\": " << json_number(median(r.times))
-        << ", \"check_value\": " << json_number(r.check_value) << ", \"note\": \""
-        << json_escape(r.note) << "\"}" << (i + 1 < m_records.size() ? ",\n" : "\n");
+        << ", \"check_value\": " << json_number(r.check_value);
+      if (!r.values.empty()) {
+        j << ", \"values\": [";
+        for (std::size_t k = 0; k < r.values.size(); ++k) {
+          j << (k ? ", " : "") << json_number(r.values[k]);
+        }
+        j << "]";
+      }
+      j << ", \"note\": \"" << json_escape(r.note) << "\"}"
+        << (i + 1 < m_records.size() ? ",\n" : "\n");
     }
     j << "  ]\n}";
     return j.str();
@@ -603,6 +621,10 @@ class Report {
     std::cerr << "[" << m_peer << " t=" << m_threads << "] " << r.workload << ' ' << r.kind << ": ";
     if (!std::isnan(r.check_value)) {
       std::cerr << "check value " << r.check_value << '\n';
+      return;
+    }
+    if (!r.values.empty()) {
+      std::cerr << r.values.size() << " output values (" << r.note << ")\n";
       return;
     }
     const double sps = t > 0 ? static_cast<double>(r.samples) / t : 0.0;

@@ -28,7 +28,12 @@ ROWS = [
     ("W5", "throughput", "W5 784-100-10 inference, batch 10000"),
     ("W6", "backprop", "W6 784-30-10 per-sample backprop(x, y)"),
     ("W7", "train", "W7 conv20 5x5-pool-conv40 5x5-pool-100-10 ReLU+softmax, batch 10 (train)"),
+    ("W7", "latency", "W7 CNN inference, batch 1 (us/image)"),
+    ("W7", "throughput", "W7 CNN inference, batch 10000"),
 ]
+# Samples a latency or throughput record is meant to have (fewer: marked †).
+FULL_INFERENCE = {("W7", "latency"): 2000}
+OUTPUT_TOLERANCE = 1e-4  # relative, outputs of the same network from the same weights
 CHECKS = [("W1", "quadratic"), ("W4", "log-likelihood"), ("W7", "CNN, log-likelihood"),
           ("W7-500", "W7 after 500 samples")]
 
@@ -100,7 +105,7 @@ def main():
     compile_info = json.load(open(args.compile)) if args.compile else {}
 
     # index: (threads, peer, workload, kind) -> record
-    idx, checks, peaks, skipped, metas = {}, {}, {}, [], {}
+    idx, checks, outputs, peaks, skipped, metas = {}, {}, {}, {}, [], {}
     for r in reports:
         t, peer = r["threads"], r["peer"]
         metas.setdefault(peer, r.get("meta", {}))
@@ -109,6 +114,8 @@ def main():
         for rec in r["records"]:
             if rec["kind"] == "check":
                 checks[(peer, rec["workload"])] = rec["check_value"]
+            elif rec["kind"] == "outputs":
+                outputs[(peer, rec["workload"])] = rec
             elif rec["kind"] == "peak":
                 peaks[(peer, rec["workload"])] = rec
             else:
@@ -183,7 +190,7 @@ def main():
         present = [p for p in PEERS if any(k[0] == t and k[1] == p for k in idx)]
         others = [p for p in present if p != "backprop"]
         w(f"## {t} thread{'s' if t > 1 else ''}: samples/s (ratio peer/backprop)\n")
-        w("| workload | backprop | " + " | ".join(PEER_TITLES[p] for p in others) + " |")
+        w("| " + " | ".join(["workload", "backprop"] + [PEER_TITLES[p] for p in others]) + " |")
         w("|---|---|" + "---|" * len(others))
         for wid, kind, title in ROWS:
             if not any((t, p, wid, kind) in idx for p in present):
@@ -198,8 +205,9 @@ def main():
                     continue
                 sp = speed(rec, t)
                 mark = ""
-                if rec["samples"] < min(args.full_samples, 10000 if kind in ("latency", "throughput")
-                                        else args.full_samples):
+                full = (FULL_INFERENCE.get((wid, kind), 10000)
+                        if kind in ("latency", "throughput") else args.full_samples)
+                if rec["samples"] < min(args.full_samples, full):
                     mark += "†"
                 cr = cpu_ratio(rec)
                 if cr is not None and cr < 0.9 * t:
@@ -277,6 +285,31 @@ def main():
               "with 1 and 2 threads: 0.1921 and 0.2111; in double, backprop and libtorch both "
               "give 0.1997530), so its equivalence is the W7-500 column (500 samples, 50 "
               "mini-batches).\n")
+
+    if any(k[1] == "W7" for k in outputs):
+        ref = outputs.get(("backprop", "W7"))
+        w("## W7 inference outputs (initial weights, first 100 images, 10 softmax outputs "
+          "each) against backprop\n")
+        w("| peer | max abs difference | max relative difference | "
+          f"within {OUTPUT_TOLERANCE:g} relative |")
+        w("|---|---|---|---|")
+        for p in PEERS:
+            rec = outputs.get((p, "W7"))
+            if p == "backprop" or rec is None:
+                continue
+            if ref is None or len(ref["values"]) != len(rec["values"]):
+                w(f"| {PEER_TITLES[p]} | - | - | no backprop outputs to compare |")
+                continue
+            diffs = [(abs(a - b), abs(a - b) / max(abs(a), abs(b), 1e-30))
+                     for a, b in zip(ref["values"], rec["values"])]
+            worst_abs = max(d[0] for d in diffs)
+            worst_rel = max(d[1] for d in diffs)
+            w(f"| {PEER_TITLES[p]} | {worst_abs:.2e} | {worst_rel:.2e} | "
+              f"{'yes' if worst_rel <= OUTPUT_TOLERANCE else 'NO'} |")
+        if ref is not None:
+            w(f"\nbackprop: {ref.get('note', '')}\n")
+        else:
+            w("")
 
     if compile_info:
         w("## Compile cost (g++, Release, /usr/bin/time -v)\n")
