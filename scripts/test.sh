@@ -22,7 +22,9 @@ all_stages=(gcc clang asan tsan fuzz headers compile-fail package examples mpi f
 jobs=${BACKPROP_JOBS:-2}
 
 # ---- packages ---------------------------------------------------------------
+# python3-onnx: the ONNX checker of the onnx.runtime test (gcc stage).
 packages=(cmake g++ make libeigen3-dev catch2 pkg-config clang clang-format libclang-rt-14-dev
+  python3-onnx
   npm ca-certificates gzip libopenmpi-dev openmpi-bin)
 
 # shellcheck source=scripts/deps.sh
@@ -122,7 +124,11 @@ gcc_args=(-DCMAKE_CXX_COMPILER="$cxx_gcc" -DCMAKE_BUILD_TYPE=Release
 stage_gcc() {
   fetch_mnist
   bash scripts/fetch_fashion_mnist.sh  # the Debian package dataset-fashion-mnist
-  configure build/ci-gcc "${gcc_args[@]}"
+  # ONNX Runtime (npm onnxruntime-node) for the onnx.runtime test, which must run here.
+  local ort
+  ort=$(bash scripts/fetch_onnxruntime.sh | tail -n 1)
+  configure build/ci-gcc "${gcc_args[@]}" -DBACKPROP_ORT_NODE_PATH="$ort" \
+    -DBACKPROP_REQUIRE_ONNX_TOOLS=ON
   cmake --build build/ci-gcc -j "$jobs"
   run_ctest build/ci-gcc
 }
@@ -165,12 +171,12 @@ stage_tsan() {
 }
 
 stage_fuzz() {
-  # libFuzzer (clang) on the IDX reader, the model loader and the JSON reader:
+  # libFuzzer (clang) on the IDX reader, the model loader, the JSON and the ONNX reader:
   # replay the seed corpora, then fuzz each for BACKPROP_FUZZ_SECONDS (default 60).
   configure build/ci-fuzz -DCMAKE_CXX_COMPILER="$cxx_clang" -DBACKPROP_BUILD_FUZZERS=ON \
     -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=OFF \
     -DBACKPROP_FUZZ_SECONDS="${BACKPROP_FUZZ_SECONDS:-60}"
-  cmake --build build/ci-fuzz -j "$jobs" --target fuzz_idx_load fuzz_model_load fuzz_json_load
+  cmake --build build/ci-fuzz -j "$jobs" --target fuzz_idx_load fuzz_model_load fuzz_json_load fuzz_onnx_load
   local rc=0
   run_ctest build/ci-fuzz -L fuzz -V || rc=$?
   grep -E "^[0-9]+: (Test command|stat::number_of_executed_units|Done [0-9]+ runs)" \

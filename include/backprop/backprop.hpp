@@ -7,6 +7,7 @@
 #include "costs/costs.hpp"
 #include "data/augment.hpp"
 #include "data/dataset.hpp"
+#include "dynamic_network.hpp"
 #include "errors.hpp"
 #include "init/initializers.hpp"
 #include "init/random.hpp"

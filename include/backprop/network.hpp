@@ -36,6 +36,7 @@
 #include "init/random.hpp"
 #include "io/json.hpp"
 #include "io/model.hpp"
+#include "io/onnx.hpp"
 #include "layers/dense.hpp"
 #include "layers/dropout.hpp"
 #include "optimizers/optimizers.hpp"
@@ -290,6 +291,33 @@ class BasicNetwork {
 
   /// \brief Loads a network2.py JSON model from the rest of `is`. Strong guarantee.
   std::string load_json(std::istream& is) { return detail::load_json(*this, is); }
+
+  /// \brief Saves the network as an ONNX model (io/onnx.hpp: IR 8, opset 13) that ONNX
+  /// Runtime runs: float input "input" [N, inputs] (or [N, C, H, W] when the first layer
+  /// takes an image), float output "output" [N, outputs] equal to `feedforward`.
+  /// Atomic like `save`; parameters are written as float.
+  /// \throws std::runtime_error naming `path` if it cannot be written; ValueError if a
+  ///         parameter is not finite; ShapeError if a parameter matrix was resized
+  void save_onnx(const std::filesystem::path& path) const {
+    detail::save_to_path(path, [this](std::ostream& os) { detail::onnx::save_onnx(*this, os); });
+  }
+  /// \brief Writes the ONNX model to `os` (binary mode).
+  void save_onnx(std::ostream& os) const { detail::onnx::save_onnx(*this, os); }
+
+  /// \brief Loads an ONNX model of this architecture, e.g. what `torch.onnx.export`
+  /// writes for a `torch.nn.Sequential` of the same layers (io/onnx.hpp lists the
+  /// operators read). A LogSoftmax output is read as this network's Softmax. Strong
+  /// guarantee: on any error the network is unchanged.
+  /// \throws ModelFormatError naming `path`, the node, its operator and what the layer
+  ///         expected; or the problem of a truncated or corrupted file
+  void load_onnx(const std::filesystem::path& path) {
+    detail::load_from_path(path, [this](std::istream& is) { load_onnx(is); });
+  }
+  /// \brief Loads an ONNX model from the rest of `is`. Strong guarantee.
+  void load_onnx(std::istream& is) {
+    const std::string bytes = detail::onnx::read_all(is);
+    detail::onnx::load_onnx(*this, bytes);
+  }
 
   /// \brief The cost summed over the columns of X, Y (no regularisation).
   /// \throws ShapeError on wrong shapes.

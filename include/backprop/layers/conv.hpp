@@ -161,6 +161,19 @@ class Conv2DLayer
     detail::init_weights(rng, m_weights, init, weight_cols, OC * K * K);
   }
 
+  /// \brief ONNX (io/onnx.hpp): Conv(x, W[OC, C, K, K], b; strides, pads), then the
+  /// activation.
+  template <class Graph>
+  void write_onnx(Graph& g) const {
+    g.conv(m_weights, m_biases, C, H, W, OC, K, S, P);
+    g.template activation<Act>();
+  }
+  template <class Graph>
+  void read_onnx(Graph& g) {
+    g.conv(m_weights, m_biases, C, H, W, OC, K, S, P);
+    g.template activation<Act>();
+  }
+
   friend bool operator==(const Conv2DLayer& a, const Conv2DLayer& b) {
     return a.m_weights == b.m_weights && a.m_biases == b.m_biases;
   }

@@ -88,6 +88,19 @@ class DenseLayer
   /// \brief Draws W in row-major order as `init` says (N(0,1), N(0,1/In), Xavier, He).
   void initialize_weights(Rng& rng, Init init) { detail::init_weights(rng, m_weights, init); }
 
+  /// \brief ONNX (io/onnx.hpp): Gemm(x, W, b, transB = 1), then the activation.
+  template <class Graph>
+  void write_onnx(Graph& g) const {
+    g.gemm(m_weights, m_biases);
+    g.template activation<Act>();
+  }
+  /// \brief Reads what `write_onnx` writes (or MatMul + Add, any transB).
+  template <class Graph>
+  void read_onnx(Graph& g) {
+    g.gemm(m_weights, m_biases);
+    g.template activation<Act>();
+  }
+
   friend bool operator==(const DenseLayer& a, const DenseLayer& b) {
     return a.m_weights == b.m_weights && a.m_biases == b.m_biases;
   }

@@ -114,6 +114,16 @@ class DropoutLayer {
   [[nodiscard]] const Matrix& weights() const noexcept { return m_none; }
   [[nodiscard]] Vector& biases() noexcept { return m_none_b; }
   [[nodiscard]] const Vector& biases() const noexcept { return m_none_b; }
+  /// \brief ONNX (io/onnx.hpp): nothing (inference is the identity); reading passes
+  /// over Dropout and Identity nodes.
+  template <class Graph>
+  void write_onnx(Graph& g) const {
+    g.dropout(N);
+  }
+  template <class Graph>
+  void read_onnx(Graph& g) {
+    g.dropout(N);
+  }
   friend bool operator==(const DropoutLayer&, const DropoutLayer&) { return true; }
 
   /// \brief Inference: y = x.

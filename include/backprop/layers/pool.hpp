@@ -57,6 +57,15 @@ class MaxPool2DLayer {
   [[nodiscard]] const Matrix& weights() const noexcept { return m_none; }
   [[nodiscard]] Vector& biases() noexcept { return m_none_b; }
   [[nodiscard]] const Vector& biases() const noexcept { return m_none_b; }
+  /// \brief ONNX (io/onnx.hpp): MaxPool(kernel_shape = strides = [Pool, Pool]).
+  template <class Graph>
+  void write_onnx(Graph& g) const {
+    g.max_pool(C, H, W, Pool);
+  }
+  template <class Graph>
+  void read_onnx(Graph& g) {
+    g.max_pool(C, H, W, Pool);
+  }
   friend bool operator==(const MaxPool2DLayer&, const MaxPool2DLayer&) { return true; }
 
   /// \brief The window maxima of a batch (one column per sample).
