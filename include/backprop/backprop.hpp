@@ -12,6 +12,7 @@
 #include "init/initializers.hpp"
 #include "init/random.hpp"
 #include "io/io.hpp"
+#include "layers/batchnorm.hpp"
 #include "layers/conv.hpp"
 #include "layers/dense.hpp"
 #include "layers/dropout.hpp"

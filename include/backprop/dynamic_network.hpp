@@ -4,13 +4,13 @@
 /// serve models they were not compiled for. Inference only: `feedforward` (const,
 /// thread-safe, one sample or a batch), `predict`, `save_onnx`.
 ///
-/// Layers: Dense (every built-in activation), Conv2D, MaxPool2D, Dropout (inference: the
-/// identity). A binary file records each layer's name ("sigmoid", "conv2d(1x28x28,20,k5,
-/// s1,p0,relu)", "maxpool2d(20x24x24,2)", "dropout") and sizes, so the architecture is
-/// in the file; a layer written by user code has another name and is rejected. The
-/// binary format does not record a leaky ReLU's slope: "leaky_relu" is read with
-/// `LeakyReLU`'s slope 0.01. ONNX files are read under the rules of `load_onnx`
-/// (io/onnx.hpp), the layers taken from the graph instead of from a network type.
+/// Layers: Dense (every built-in activation), Conv2D, MaxPool2D, BatchNorm and BatchNorm2D
+/// (inference: the running statistics), Dropout (inference: the identity). A binary file records
+/// each layer's name ("sigmoid", "conv2d(1x28x28,20,k5, s1,p0,relu)", "maxpool2d(20x24x24,2)",
+/// "dropout") and sizes, so the architecture is in the file; a layer written by user code has
+/// another name and is rejected. The binary format does not record a leaky ReLU's slope:
+/// "leaky_relu" is read with `LeakyReLU`'s slope 0.01. ONNX files are read under the rules of
+/// `load_onnx` (io/onnx.hpp), the layers taken from the graph instead of from a network type.
 #pragma once
 
 #include <Eigen/Core>
@@ -48,7 +48,7 @@ class DynamicNetwork {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-  enum class Kind { dense, conv2d, max_pool2d, dropout };
+  enum class Kind { dense, conv2d, max_pool2d, dropout, batch_norm };
   enum class Act { identity, sigmoid, tanh, relu, leaky_relu, softmax };
 
   /// One layer: its kind, sizes, activation and parameters (W is out x in for dense,
@@ -60,8 +60,10 @@ class DynamicNetwork {
     int inputs = 0, outputs = 0;
     int channels = 0, height = 0, width = 0;  // conv2d, max_pool2d input
     int out_channels = 0, kernel = 0, stride = 1, padding = 0, pool = 0;
+    double epsilon = 1e-5;  // batch_norm; its height and width are 0 after a dense layer
     Matrix weights;
     Vector biases;
+    Vector state;  // batch_norm: running mean, then running variance
 
     [[nodiscard]] int out_height() const noexcept {
       return kind == Kind::max_pool2d ? height / pool
@@ -90,6 +92,10 @@ class DynamicNetwork {
                  std::to_string(pool);
         case Kind::dropout:
           return "dropout " + std::to_string(inputs);
+        case Kind::batch_norm:
+          return "batchnorm " +
+                 (height == 0 ? std::to_string(channels) : image(channels, height, width)) +
+                 ", eps " + std::to_string(epsilon) + ", " + act_name(act);
       }
       return "";
     }
@@ -192,8 +198,11 @@ class DynamicNetwork {
           break;
         case Kind::dropout:
           break;
+        case Kind::batch_norm:
+          g.batch_norm(l.weights, l.biases, l.state, l.channels, l.height, l.width, l.epsilon);
+          break;
       }
-      if (l.kind == Kind::dense || l.kind == Kind::conv2d) {
+      if (l.kind == Kind::dense || l.kind == Kind::conv2d || l.kind == Kind::batch_norm) {
         switch (l.act) {
           case Act::identity:
             break;
@@ -282,6 +291,18 @@ class DynamicNetwork {
       case Kind::dropout:
         y = x;
         return;
+      case Kind::batch_norm: {
+        const Eigen::Index s = l.height == 0 ? 1 : Eigen::Index{l.height} * l.width;
+        y.resize(x.rows(), x.cols());
+        for (int c = 0; c < l.channels; ++c) {
+          const Scalar scale =
+              l.weights(c, 0) / std::sqrt(l.state(l.channels + c) + Scalar(l.epsilon));
+          const Scalar shift = l.biases(c) - scale * l.state(c);
+          y.middleRows(c * s, s) = (x.middleRows(c * s, s).array() * scale + shift).matrix();
+        }
+        activate(l, y);
+        return;
+      }
     }
   }
 
@@ -485,6 +506,29 @@ class DynamicNetwork {
             double(l.channels) * l.out_height() * l.out_width() != double(out)) {
           fail(bad + ", whose geometry does not give its inputs and outputs");
         }
+      } else if (name.rfind("batchnorm(", 0) == 0 || name.rfind("batchnorm2d(", 0) == 0) {
+        const bool image = name[9] == '2';
+        const auto v = record_numbers(std::string_view(name).substr(image ? 12 : 10), rest);
+        // batchnorm(C,epsA/B,mC/D,act) or batchnorm2d(CxHxW,epsA/B,mC/D,act)
+        if (v.size() != (image ? 7u : 5u) || rest.size() < 3 || rest.front() != ',' ||
+            rest.back() != ')') {
+          fail(bad + ", not a batchnorm record");
+        }
+        l.kind = Kind::batch_norm;
+        l.act = parse_act(rest.substr(1, rest.size() - 2), where);
+        l.channels = v[0];
+        if (image) l.height = v[1], l.width = v[2];
+        const std::size_t e = image ? 3 : 1;
+        if (v[e] <= 0 || v[e + 1] <= 0 || l.channels <= 0 ||
+            *std::max_element(v.begin(), v.end()) > (1 << 28)) {
+          fail(bad + ", whose numbers are not valid");
+        }
+        l.epsilon = double(v[e]) / double(v[e + 1]);
+        if (double(l.channels) * (image ? double(l.height) * l.width : 1.0) != double(in) ||
+            in != out) {
+          fail(bad + ", whose geometry does not give its inputs and outputs");
+        }
+        weights = 4.0 * l.channels;
       } else if (name == "dropout") {
         l.kind = Kind::dropout;
         if (in != out)
@@ -514,6 +558,10 @@ class DynamicNetwork {
       } else if (l.kind == Kind::conv2d) {
         l.weights.resize(l.out_channels, Eigen::Index{l.channels} * l.kernel * l.kernel);
         l.biases.resize(l.out_channels);
+      } else if (l.kind == Kind::batch_norm) {
+        l.weights.resize(l.channels, 1);
+        l.biases.resize(l.channels);
+        l.state.resize(2 * Eigen::Index{l.channels});
       }
     }
     const std::uint64_t expected = at + static_cast<std::uint64_t>(parameters) * scalar + 4;
@@ -545,6 +593,11 @@ class DynamicNetwork {
       };
       read(layers[i].weights, "weight");
       read(layers[i].biases, "bias");
+      read(layers[i].state, "state");
+      if (layers[i].kind == Kind::batch_norm &&
+          (layers[i].state.tail(layers[i].channels).array() < 0).any()) {
+        fail("layer " + std::to_string(i) + " has a negative running variance");
+      }
     }
     m_layers = std::move(layers);
   }
@@ -641,12 +694,31 @@ class DynamicNetwork {
         l.outputs = l.channels * l.out_height() * l.out_width();
         g.begin_layer(index, "maxpool2d");
         g.max_pool(l.channels, l.height, l.width, l.pool);
+      } else if (op == "BatchNormalization") {
+        const detail::onnx::Tensor* scale = g.next_constant(1);
+        if (scale == nullptr || scale->dims.size() != 1) g.reject_next("has no constant 1-D scale");
+        if (shape.size() != 1 && shape.size() != 3) g.reject_next("takes a tensor of rank 3");
+        l.kind = Kind::batch_norm;
+        l.channels = static_cast<int>(shape[0]);
+        if (shape.size() == 3) {
+          l.height = static_cast<int>(shape[1]);
+          l.width = static_cast<int>(shape[2]);
+        }
+        const auto* eps = node->attribute("epsilon");
+        l.epsilon = eps != nullptr && eps->has_f ? double(eps->f) : 1e-5;
+        if (!(l.epsilon > 0)) g.reject_next("has an epsilon that is not positive");
+        l.outputs = l.inputs;
+        l.weights.resize(l.channels, 1);
+        l.biases.resize(l.channels);
+        l.state.resize(2 * Eigen::Index{l.channels});
+        g.begin_layer(index, "batchnorm");
+        g.batch_norm(l.weights, l.biases, l.state, l.channels, l.height, l.width, l.epsilon);
       } else {
         g.reject_next(
             "is an operator backprop does not read (a layer starts with Gemm, MatMul, "
-            "Conv or MaxPool)");
+            "Conv, MaxPool or BatchNormalization)");
       }
-      if (l.kind == Kind::dense || l.kind == Kind::conv2d) {
+      if (l.kind == Kind::dense || l.kind == Kind::conv2d || l.kind == Kind::batch_norm) {
         double alpha = 0.01;
         const std::string act = g.take_activation(alpha);
         l.act = act.empty() ? Act::identity : parse_act(act, "the graph");

@@ -1,8 +1,9 @@
 // Writes the seeds of corpus/fuzz_onnx_load written by backprop (mlp.onnx, conv.onnx,
 // reshaped.onnx: the networks of fuzz_onnx_load.cpp's modes 0, 1 and 2, each file
 // prefixed by its mode byte; dynamic_*: the same and a binary model, with the mode byte
-// 4, for DynamicNetwork). The corpus also holds PyTorch's torch_cnn_stride_pad.onnx
-// (tests/fixtures/onnx) with the mode byte 3. Run from the repository root:
+// 4, for DynamicNetwork, also with batch-norm layers). The corpus also holds PyTorch's
+// torch_cnn_stride_pad.onnx (tests/fixtures/onnx) with the mode byte 3. Run from the repository
+// root:
 //   g++ -std=c++20 -Iinclude -I/usr/include/eigen3 tests/fuzz/make_onnx_seeds.cpp -o seeds
 //   ./seeds tests/fuzz/corpus/fuzz_onnx_load
 #include <backprop/backprop.hpp>
@@ -46,6 +47,11 @@ int main(int argc, char** argv) {
   write<Conv>(dir + "/dynamic_conv.bpnn", '\x04', true);
   write<bp::Network<bp::Dense<6, 5, bp::LeakyReLU>, bp::Dense<5, 3, bp::Softmax>>>(
       dir + "/dynamic_mlp.bpnn", '\x04', true);
+  using Bn = bp::Network<bp::Conv2D<1, 4, 4, 2, 3, bp::Identity, 1, 1>,
+                         bp::BatchNorm2D<2, 4, 4, bp::ReLU>, bp::MaxPool2D<2, 4, 4, 2>,
+                         bp::Dense<8, 3, bp::Identity>, bp::BatchNorm<3, bp::Sigmoid>>;
+  write<Bn>(dir + "/dynamic_batchnorm.onnx", '\x04');
+  write<Bn>(dir + "/dynamic_batchnorm.bpnn", '\x04', true);
   std::ifstream torch("tests/fixtures/onnx/torch_cnn_stride_pad.onnx", std::ios::binary);
   std::ofstream out(dir + "/torch_cnn_stride_pad.onnx", std::ios::binary);
   out << '\x03' << torch.rdbuf();

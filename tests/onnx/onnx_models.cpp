@@ -170,6 +170,12 @@ int main(int argc, char** argv) {
                 bp::Dense<400, 36, bp::Sigmoid>, bp::Conv2D<1, 6, 6, 3, 3, bp::Sigmoid, 1, 1>>
         reshaped(6, bp::Init::xavier);
     export_case<false>("dense_conv_reshape", reshaped, mnist, flat);
+    // Batch norm after a convolution and after a dense layer (trained: running statistics).
+    bp::Network<bp::Conv2D<1, 28, 28, 8, 5, bp::Identity>, bp::BatchNorm2D<8, 24, 24, bp::ReLU>,
+                bp::MaxPool2D<8, 24, 24, 2>, bp::Dense<1152, 32, bp::Identity>,
+                bp::BatchNorm<32, bp::ReLU>, bp::Dense<32, 10, bp::Softmax>>
+        bn(8, bp::Init::he);
+    export_case("conv_batchnorm", bn, mnist, image);
     // A double network: written as float.
     bp::BasicNetwork<double, bp::Dense<784, 20, bp::Tanh>, bp::Dense<20, 10, bp::Softmax>> dbl(7);
     dbl.save_onnx(out_dir / "mlp_double.onnx");
@@ -188,6 +194,13 @@ int main(int argc, char** argv) {
     ok = torch_case<TorchMlp>("variant_matmul_add", fixtures, mnist, flat) && ok;
     ok = torch_case<TorchCnn>("torch_cnn", fixtures, mnist, image) && ok;
     ok = torch_case<TorchCnn>("variant_reshape", fixtures, mnist, image) && ok;
+    using TorchCnnBn =
+        bp::Network<bp::Conv2D<1, 28, 28, 4, 3, bp::ReLU>, bp::BatchNorm2D<4, 26, 26>,
+                    bp::MaxPool2D<4, 26, 26, 2>, bp::Dense<676, 10, bp::Softmax>>;
+    ok = torch_case<TorchCnnBn>("torch_cnn_batchnorm", fixtures, mnist, image) && ok;
+    using TorchMlpBn = bp::Network<bp::Dense<784, 30, bp::Identity>, bp::BatchNorm<30, bp::Sigmoid>,
+                                   bp::Dense<30, 10, bp::Identity>>;
+    ok = torch_case<TorchMlpBn>("torch_mlp_batchnorm", fixtures, mnist, flat) && ok;
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -5,7 +5,9 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -484,4 +486,172 @@ TEST_CASE("majority_vote counts argmax votes; ties go to the larger summed outpu
   CHECK_THROWS_AS(bp::majority_vote(std::vector<Eigen::MatrixXf>{}), bp::ShapeError);
   CHECK_THROWS_WITH(bp::majority_vote(std::vector<Eigen::MatrixXf>{a, p}),
                     "majority_vote: output 1 is 2 x 1, output 0 is 3 x 3");
+}
+
+// ---- BatchNorm and BatchNorm2D ----
+
+namespace {
+
+static_assert(bp::Layer<bp::BatchNorm<30>>);
+static_assert(bp::Layer<bp::BatchNorm2D<20, 24, 24, bp::ReLU>>);
+static_assert(bp::BatchNorm2D<20, 24, 24>::outputs == 20 * 24 * 24);
+static_assert(bp::BatchNorm<30, bp::ReLU>::Instance<float>::model_name ==
+              "batchnorm(30,eps1/100000,m1/10,relu)");
+static_assert(bp::BatchNorm2D<2, 3, 4>::Instance<float>::model_name ==
+              "batchnorm2d(2x3x4,eps1/100000,m1/10,identity)");
+
+/// The matrices of tests/fixtures/batchnorm/torch_batchnorm.txt of one case.
+std::map<std::string, Eigen::MatrixXd> torch_batchnorm(const std::string& which) {
+  std::ifstream is(std::string(BACKPROP_FIXTURE_DIR) + "/batchnorm/torch_batchnorm.txt");
+  REQUIRE(is);
+  std::map<std::string, Eigen::MatrixXd> m;
+  std::string line;
+  while (std::getline(is, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string c, name;
+    Eigen::Index rows = 0, cols = 0;
+    ls >> c >> name >> rows >> cols;
+    if (c != which) continue;
+    Eigen::MatrixXd v(rows, cols);
+    for (Eigen::Index r = 0; r < rows; ++r)
+      for (Eigen::Index k = 0; k < cols; ++k) ls >> v(r, k);
+    REQUIRE(ls);
+    m[name] = v;
+  }
+  REQUIRE(m.size() == 13);
+  return m;
+}
+
+/// Keeps the gradients a layer's backward pass reports.
+struct KeepGradients {
+  Eigen::MatrixXd dw;
+  Eigen::VectorXd db;
+  template <int S, class P, class Add>
+  void operator()(std::integral_constant<int, S>, P&, Add&& add) {
+    if constexpr (S == 0) {
+      add(dw, 1.0, false);
+    } else {
+      add(db, 1.0, false);
+    }
+  }
+};
+
+template <class Layer>
+void check_against_torch(const std::string& which) {
+  auto t = torch_batchnorm(which);
+  Layer l;
+  l.weights() = t["gamma"];
+  l.biases() = t["beta"];
+  l.state() << t["running_mean0"], t["running_var0"];
+  typename Layer::Workspace ws;
+  l.forward(t["x"], ws, nullptr);
+  CHECK(bptest::relative_difference(Layer::output(ws), t["y"]) < 1e-12);
+  Eigen::MatrixXd g = t["g"], dx;
+  KeepGradients sink;
+  l.backward(t["x"], ws, g, &dx, sink);
+  CHECK(bptest::relative_difference(dx, t["dx"]) < 1e-12);
+  CHECK(bptest::relative_difference(sink.dw, t["dgamma"]) < 1e-12);
+  CHECK(bptest::relative_difference(sink.db, t["dbeta"]) < 1e-12);
+  CHECK(bptest::relative_difference(l.running_mean(), t["running_mean"]) < 1e-12);
+  CHECK(bptest::relative_difference(l.running_var(), t["running_var"]) < 1e-12);
+  Eigen::MatrixXd y;
+  l.forward(t["x"], y);  // inference: the running statistics
+  CHECK(bptest::relative_difference(y, t["y_eval"]) < 1e-12);
+}
+
+}  // namespace
+
+TEST_CASE("BatchNorm and BatchNorm2D equal PyTorch's training and eval passes", "[batchnorm]") {
+  check_against_torch<bp::BatchNorm<3>::Instance<double>>("bn1d");
+  check_against_torch<bp::BatchNorm2D<2, 3, 4>::Instance<double>>("bn2d");
+}
+
+TEST_CASE("BatchNorm passes the gradient checker as hidden and output layer", "[batchnorm]") {
+  using Mlp = bp::BasicNetwork<double, bp::Dense<4, 5, bp::Identity>, bp::BatchNorm<5, bp::Tanh>,
+                               bp::Dense<5, 3, bp::Sigmoid>, bp::BatchNorm<3, bp::Sigmoid>>;
+  const auto x = bptest::random_matrix<double>(4, 6, 1);
+  const auto y = bptest::random_matrix<double>(3, 6, 2, 0.1, 0.9);
+  const auto r = bp::testing::check_gradients(bptest::perturbed<Mlp>(3), x, y);
+  INFO(r.worst);
+  CHECK(r.checked == 4 * 5 + 5 + 5 + 5 + 5 * 3 + 3 + 3 + 3);
+  CHECK(r.passed(1e-7));
+  using Cnn = bp::BasicNetwork<double, bp::Conv2D<2, 6, 6, 3, 3, bp::Identity, 1, 1>,
+                               bp::BatchNorm2D<3, 6, 6, bp::Tanh>, bp::MaxPool2D<3, 6, 6, 2>,
+                               bp::Dropout<27>, bp::Dense<27, 4, bp::Softmax>>;
+  const auto xc = bptest::random_matrix<double>(72, 3, 4);
+  const auto yc = bptest::random_distribution<double>(4, 3, 5);
+  const auto rc =
+      bp::testing::check_gradients<bp::LogLikelihoodCost>(bptest::perturbed<Cnn>(6), xc, yc);
+  INFO(rc.worst);
+  CHECK(rc.passed(1e-7));
+}
+
+TEST_CASE("BatchNorm: batch statistics in training, running statistics at inference",
+          "[batchnorm]") {
+  using Net = bp::Network<bp::Dense<4, 6, bp::Identity>, bp::BatchNorm<6, bp::ReLU>,
+                          bp::Dense<6, 2, bp::Sigmoid>>;
+  Net net(1, bp::Init::xavier);
+  CHECK(net.layer<1>().running_mean().isZero());
+  CHECK(net.layer<1>().running_var().isOnes());
+  const auto x = bptest::random_matrix<float>(4, 10, 7, 2.0, 5.0);  // mean far from 0
+  const auto y = bptest::random_matrix<float>(2, 10, 8, 0.1, 0.9);
+  const Eigen::MatrixXf before = net.feedforward(x);
+  net.update_mini_batch(x, y, 0.1f);
+  // One pass moved the running mean a tenth of the way to the batch mean.
+  const Eigen::VectorXf z_mean = (net.layer<0>().weights() * x).rowwise().mean() +
+                                 net.layer<0>().biases();  // after the update: approximately
+  CHECK(net.layer<1>().running_mean().norm() > 0.0f);
+  CHECK(net.layer<1>().running_mean().norm() < z_mean.norm());
+  for (int k = 0; k < 200; ++k) (void)net.gradient(x, y);  // a training pass: statistics only
+  const Eigen::VectorXf z_now =
+      ((net.layer<0>().weights() * x).colwise() + net.layer<0>().biases()).rowwise().mean();
+  CHECK(bptest::relative_difference(net.layer<1>().running_mean(), z_now) < 1e-4);
+  CHECK(!before.isApprox(net.feedforward(x)));
+  // A batch of one sample cannot be normalized: a clear error, the network unchanged.
+  const Net saved = net;
+  CHECK_THROWS_WITH(net.update_mini_batch(x.col(0), y.col(0), 0.1f),
+                    Catch::Matchers::Contains("at least two values per channel"));
+  CHECK(net == saved);
+  // Initialisation resets the statistics.
+  net.initialize(3);
+  CHECK(net.layer<1>().running_var().isOnes());
+  CHECK(net.layer<1>().weights().isOnes());
+}
+
+TEST_CASE("BatchNorm networks save, load and train with every optimizer", "[batchnorm]") {
+  using Net =
+      bp::Network<bp::Conv2D<1, 8, 8, 4, 3, bp::Identity>, bp::BatchNorm2D<4, 6, 6, bp::ReLU>,
+                  bp::MaxPool2D<4, 6, 6, 2>, bp::Dense<36, 12, bp::Identity>,
+                  bp::BatchNorm<12, bp::ReLU>, bp::Dense<12, 3, bp::Softmax>>;
+  const auto train = bars<float>(600, 21);
+  const auto test = bars<float>(300, 22);
+  auto run = [&](const auto& optimizer, double eta) {
+    Net net(23, bp::Init::he);
+    bp::SgdOptions o{.epochs = 5, .mini_batch_size = 10, .eta = eta, .on_epoch = bp::quiet};
+    net.sgd<bp::LogLikelihoodCost>(train, o, &test, optimizer);
+    const long long correct = net.evaluate(test.inputs, test.labels);
+    INFO("trained " << correct << " of 300");
+    CHECK(correct >= 285);
+    std::stringstream file(std::ios::in | std::ios::out | std::ios::binary);
+    net.save(file);
+    Net back(1);
+    back.load(file);
+    CHECK(back == net);
+    CHECK(back.layer<1>().state() == net.layer<1>().state());
+    CHECK(back.evaluate(test.inputs, test.labels) == correct);
+  };
+  SECTION("PlainSgd") { run(bp::PlainSgd{}, 0.1); }
+  SECTION("Momentum") { run(bp::Momentum{}, 0.02); }
+  SECTION("Adam") { run(bp::Adam{}, 0.005); }
+  SECTION("a truncated file names the running statistics") {
+    using Last = bp::Network<bp::Dense<3, 4, bp::Identity>, bp::BatchNorm<4, bp::Sigmoid>>;
+    Last net(1);
+    std::ostringstream os(std::ios::binary);
+    net.save(os);
+    const std::string bytes = os.str();  // ..., 8 floats of running statistics, checksum
+    std::istringstream is(bytes.substr(0, bytes.size() - 8), std::ios::binary);
+    Last other(2);
+    CHECK_THROWS_WITH(other.load(is), Catch::Matchers::Contains("the state (running statistics)"));
+  }
 }

@@ -376,6 +376,17 @@ TEST_CASE("Models exported by PyTorch load and give PyTorch's outputs", "[onnx][
   using StridePad = bp::Network<bp::Conv2D<1, 28, 28, 4, 3, bp::Sigmoid, 2, 1>,
                                 bp::MaxPool2D<4, 14, 14, 2>, bp::Dense<196, 10, bp::Softmax>>;
   CHECK(fixture_difference<StridePad>("torch_cnn_stride_pad") < 1e-5);
+  // Batch norm: BatchNorm1d after a Linear (also with the default statistics, which torch
+  // writes through Identity nodes), BatchNorm2d after a Conv and ReLU.
+  using MlpBn = bp::Network<bp::Dense<784, 30, bp::Identity>, bp::BatchNorm<30, bp::Sigmoid>,
+                            bp::Dense<30, 10, bp::Identity>>;
+  CHECK(fixture_difference<MlpBn>("torch_mlp_batchnorm") < 1e-5);
+  using MlpBnDefault = bp::Network<bp::Dense<784, 16, bp::Identity>, bp::BatchNorm<16, bp::ReLU>,
+                                   bp::Dense<16, 10, bp::Softmax>>;
+  CHECK(fixture_difference<MlpBnDefault>("torch_mlp_batchnorm_default") < 1e-5);
+  using CnnBn = bp::Network<bp::Conv2D<1, 28, 28, 4, 3, bp::ReLU>, bp::BatchNorm2D<4, 26, 26>,
+                            bp::MaxPool2D<4, 26, 26, 2>, bp::Dense<676, 10, bp::Softmax>>;
+  CHECK(fixture_difference<CnnBn>("torch_cnn_batchnorm") < 1e-5);
   // Also as double networks.
   using TorchCnnD =
       bp::BasicNetwork<double, bp::Conv2D<1, 28, 28, 6, 5, bp::ReLU>, bp::MaxPool2D<6, 24, 24, 2>,
@@ -428,10 +439,6 @@ TEST_CASE("PyTorch models backprop cannot read are rejected naming the node", "[
   CHECK_THAT(reject(Pool(1), "reject_avgpool"), Contains("an operator backprop does not read"));
   CHECK_THAT(reject(Pool(1), "reject_avgpool_nopad"),
              Contains("an operator backprop does not read") && Contains("expects a MaxPool"));
-  CHECK_THAT(
-      reject(bp::Network<bp::Dense<784, 30, bp::Sigmoid>, bp::Dense<30, 10, bp::Identity>>(1),
-             "reject_batchnorm"),
-      Contains("expects a Sigmoid"));
   CHECK_THAT(reject(bp::Network<bp::Dense<16, 16, bp::ReLU>, bp::Dense<16, 4, bp::Identity>>(1),
                     "reject_residual"),
              Contains("no branches or skip connections"));
@@ -484,6 +491,34 @@ TEST_CASE("DynamicNetwork reads binary and ONNX models of any built-in architect
                   bp::Dense<640, 100, bp::ReLU>, bp::Dropout<100>, bp::Dense<100, 10, bp::Softmax>>;
   check_dynamic(bp::Network<bp::Dense<784, 30>, bp::Dense<30, 10>>(15), {784});
   check_dynamic(Chapter6(16, bp::Init::he), {1, 28, 28});
+}
+
+TEST_CASE("ONNX round-trips BatchNorm layers with their running statistics", "[onnx][batchnorm]") {
+  using Net =
+      bp::Network<bp::Conv2D<1, 6, 6, 2, 3, bp::Identity>, bp::BatchNorm2D<2, 4, 4, bp::ReLU>,
+                  bp::MaxPool2D<2, 4, 4, 2>, bp::Dense<8, 5, bp::Identity>,
+                  bp::BatchNorm<5, bp::Tanh>, bp::Dense<5, 3, bp::Softmax>>;
+  auto net = bptest::perturbed<Net>(31);
+  const auto x = bptest::random_matrix<float>(36, 12, 32);
+  const auto y = bptest::random_distribution<float>(3, 12, 33);
+  net.update_mini_batch<bp::LogLikelihoodCost>(x, y, 0.1f);  // running statistics not 0 / 1
+  REQUIRE_FALSE(net.layer<1>().running_mean().isZero());
+  check_round_trip(net);
+  const onnx::Model m = onnx::parse_model(to_onnx(net));
+  CHECK(op_types(m) == std::vector<std::string>{"Conv", "BatchNormalization", "Relu", "MaxPool",
+                                                "Flatten", "Gemm", "BatchNormalization", "Tanh",
+                                                "Gemm", "Softmax"});
+  const auto* eps = m.graph.nodes[1].attribute("epsilon");
+  REQUIRE(eps != nullptr);
+  CHECK(eps->f == 1e-5f);
+  check_dynamic(net, {1, 6, 6});
+  // Another epsilon is another layer.
+  using OtherEps = bp::Network<bp::Conv2D<1, 6, 6, 2, 3, bp::Identity>,
+                               bp::BatchNorm2D<2, 4, 4, bp::ReLU, std::ratio<1, 1000>>,
+                               bp::MaxPool2D<2, 4, 4, 2>, bp::Dense<8, 5, bp::Identity>,
+                               bp::BatchNorm<5, bp::Tanh>, bp::Dense<5, 3, bp::Softmax>>;
+  OtherEps o(1);
+  CHECK_THAT(load_error(o, to_onnx(net)), Contains("(BatchNormalization) has epsilon 0.000010"));
 }
 
 TEST_CASE("DynamicNetwork reads PyTorch's models", "[onnx][dynamic][torch]") {

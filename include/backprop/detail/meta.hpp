@@ -17,4 +17,12 @@ constexpr void for_each_index(F&& f) {
   (std::make_index_sequence<N>{});
 }
 
+/// True if a layer of network Net normalizes with batch statistics in training passes
+/// (its layer object declares `batch_statistics`, as BatchNorm's does).
+template <class Net>
+inline constexpr bool has_batch_statistics = []<std::size_t... I>(std::index_sequence<I...>) {
+  return (requires { Net::template LayerParameters<I>::batch_statistics; } || ...);
+}
+(std::make_index_sequence<Net::num_layers>{});
+
 }  // namespace backprop::detail

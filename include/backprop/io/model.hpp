@@ -19,7 +19,9 @@
 ///                   e.g. "sigmoid"; no terminator)
 ///     ...     ...   the parameters, layer after layer: the weights in
 ///                   row-major order (w(0,0), w(0,1), ..., w(1,0), ...), then
-///                   the biases; each parameter is `scalar size` bytes. The
+///                   the biases, then the layer's state if it has one (BatchNorm:
+///                   running mean and variance, `state_rows` values); each
+///                   parameter is `scalar size` bytes. The
 ///                   layer type fixes their shapes (`weight_rows` x `weight_cols`
 ///                   and `bias_rows`: for `Dense` Out x In and Out)
 ///     end-4   4     CRC-32 (IEEE 802.3, as zlib / gzip / PNG) of all bytes before it
@@ -135,6 +137,19 @@ inline constexpr int model_weight_cols = ModelLayerParameters<Net, I>::weight_co
 template <class Net, std::size_t I>
 inline constexpr int model_bias_rows = ModelLayerParameters<Net, I>::bias_rows;
 
+/// The number of non-trained values a layer keeps in the model files after its biases
+/// (`state()`, e.g. BatchNorm's running statistics; 0 for layers without).
+template <class L>
+constexpr int layer_state_rows() {
+  if constexpr (requires { L::state_rows; }) {
+    return L::state_rows;
+  } else {
+    return 0;
+  }
+}
+template <class Net, std::size_t I>
+inline constexpr int model_state_rows = layer_state_rows<ModelLayerParameters<Net, I>>();
+
 /// A copy of `net`'s parameters, shaped as its layers declare (in case a user resized a
 /// matrix), for a loader to overwrite completely.
 template <class Net>
@@ -227,6 +242,15 @@ template <class Net>
       const double v = static_cast<double>(p.biases()(r));
       if (!std::isfinite(v)) {
         problem = model_parameter_name(I, false, r, 0) + " " + model_value_problem<double>(v);
+      }
+    }
+    if constexpr (model_state_rows < Net, I >> 0) {
+      for (Eigen::Index r = 0; r < p.state().rows() && problem.empty(); ++r) {
+        const double v = static_cast<double>(p.state()(r));
+        if (!std::isfinite(v)) {
+          problem = "layer " + std::to_string(I) + " state " + std::to_string(r) + " " +
+                    model_value_problem<double>(v);
+        }
       }
     }
   });
@@ -437,6 +461,9 @@ void save_binary(const Net& net, std::ostream& os) {
       for (Eigen::Index c = 0; c < p.weights().cols(); ++c) w.scalar<Scalar>(p.weights()(r, c));
     }
     for (Eigen::Index r = 0; r < p.biases().rows(); ++r) w.scalar<Scalar>(p.biases()(r));
+    if constexpr (model_state_rows < Net, I >> 0) {
+      for (Eigen::Index r = 0; r < p.state().rows(); ++r) w.scalar<Scalar>(p.state()(r));
+    }
   });
   w.finish_with_crc();
   if (!os) throw std::runtime_error("save: writing the model to the stream failed");
@@ -523,7 +550,8 @@ void load_binary(Net& net, std::istream& is) {
     constexpr auto in = static_cast<std::uint64_t>(model_weight_cols<Net, I>);
     constexpr auto out = static_cast<std::uint64_t>(model_weight_rows<Net, I>);
     constexpr auto nb = static_cast<std::uint64_t>(model_bias_rows<Net, I>);
-    expected_size += (out * in + nb) * file_size;
+    constexpr auto ns = static_cast<std::uint64_t>(model_state_rows<Net, I>);
+    expected_size += (out * in + nb + ns) * file_size;
   });
   reader.set_expected_size(expected_size);
 
@@ -556,6 +584,18 @@ void load_binary(Net& net, std::istream& is) {
                        [&](std::uint64_t k, double v) {
                          p.biases()(static_cast<Eigen::Index>(k)) = check(v, false, k, 0);
                        });
+    if constexpr (model_state_rows < Net, I >> 0) {
+      model_read_scalars(reader, model_state_rows<Net, I>, file_size,
+                         "the state (running statistics) of layer " + std::to_string(I),
+                         [&](std::uint64_t k, double v) {
+                           if (model_representable<Scalar>(v)) {
+                             p.state()(static_cast<Eigen::Index>(k)) = static_cast<Scalar>(v);
+                           } else if (bad_value.empty()) {
+                             bad_value = "layer " + std::to_string(I) + " state " +
+                                         std::to_string(k) + " " + model_value_problem<Scalar>(v);
+                           }
+                         });
+    }
   });
 
   const std::uint32_t computed = reader.crc();

@@ -13,6 +13,8 @@
 ///     Conv2D                Conv(x, W[OC, C, K, K], b; strides, pads), then the activation
 ///     MaxPool2D             MaxPool(kernel_shape = strides = [Pool, Pool])
 ///     Dropout               nothing (inference is the identity)
+///     BatchNorm(2D)         BatchNormalization(x, gamma, beta, mean, var; epsilon), then
+///                           the activation
 ///     sigmoid, tanh, relu   Sigmoid, Tanh, Relu
 ///     leaky_relu            LeakyRelu(alpha = slope)
 ///     softmax               Softmax(axis = 1)   (after a Flatten if the layer is a Conv2D)
@@ -24,7 +26,8 @@
 ///
 /// Import reads what `torch.onnx.export` writes for a `torch.nn.Sequential` of those
 /// layers (opsets 9 to 22): Gemm (any transB, alpha, beta) or MatMul followed by Add,
-/// Conv, MaxPool, Flatten or Reshape, Identity and inference-mode Dropout, the
+/// Conv, MaxPool, BatchNormalization, Flatten or Reshape, Identity and inference-mode
+/// Dropout, the
 /// activations above, Softmax or LogSoftmax at the end, weights as initializers or
 /// Constant nodes. The graph must be a chain from its one input to its one output
 /// that matches the network's layers one by one; anything else throws
@@ -139,6 +142,27 @@ class GraphWriter {
 
   /// Dropout at inference: nothing to write.
   void dropout(int /*n*/) {}
+
+  /// BatchNormalization(x, gamma, beta, running mean, running var) over c features
+  /// (h = w = 0: a [N, c] tensor) or the c channels of an image.
+  template <class G, class B, class S>
+  void batch_norm(const G& gamma, const B& beta, const S& state, int c, int h, int w,
+                  double epsilon) {
+    if (h == 0) {
+      flatten();
+    } else {
+      image(c, h, w);
+    }
+    const std::string gn = initializer("weight", {c}, row_major(gamma));
+    const std::string bn = initializer("bias", {c}, row_major(beta));
+    const std::vector<double> st = row_major(state);
+    const std::string mn =
+        initializer("running_mean", {c}, std::vector<double>(st.begin(), st.begin() + c));
+    const std::string vn =
+        initializer("running_var", {c}, std::vector<double>(st.begin() + c, st.end()));
+    add_node("BatchNormalization", {m_current, gn, bn, mn, vn},
+             {float_attr("epsilon", static_cast<float>(epsilon))});
+  }
 
   template <class Act>
   void activation() {
@@ -409,6 +433,41 @@ class GraphReader {
     check_ints(s, "dilations", {1, 1}, false, {1, 1});
     check_auto_pad(s, 0);
     m_shape = {c, h / pool, w / pool};
+  }
+
+  /// BatchNormalization over c features (h = w = 0) or channels; epsilon must match.
+  template <class G, class B, class S>
+  void batch_norm(G& gamma, B& beta, S& state, int c, int h, int w, double epsilon) {
+    const Step& s = expect({"BatchNormalization"}, "a BatchNormalization of " + std::to_string(c) +
+                                                       (h == 0 ? " features" : " channels"));
+    if (h == 0) {
+      require_flat(s, c);
+    } else {
+      require_image(s, {c, h, w});
+    }
+    if (int_attr(s, "training_mode", 0) != 0) bad(s, "is in training mode");
+    const double eps = float_attr(s, "epsilon", 1e-5f);
+    if (std::abs(eps - epsilon) > 1e-6 * epsilon) {
+      bad(s, "has epsilon " + std::to_string(eps) + "; the layer's is " + std::to_string(epsilon));
+    }
+    const char* names[] = {"scale (gamma)", "B (beta)", "input_mean", "input_var"};
+    std::vector<double> v[4];
+    for (std::size_t k = 0; k < 4; ++k) {
+      const Tensor& t = constant_input(s, k + 1, names[k]);
+      if (product(t.dims) != c || t.dims.size() != 1) {
+        bad(s, std::string("has ") + names[k] + " '" + t.name + "' of shape " + dims_text(t.dims) +
+                   "; the layer has " + std::to_string(c));
+      }
+      v[k] = values(t);
+    }
+    for (const double x : v[3]) {
+      if (x < 0) bad(s, "has a negative running variance");
+    }
+    std::vector<double> st(v[2]);
+    st.insert(st.end(), v[3].begin(), v[3].end());
+    assign(gamma, v[0], 1);
+    assign(beta, v[1], 1);
+    assign(state, st, 1);
   }
 
   void dropout(int n) {
@@ -736,7 +795,7 @@ class GraphReader {
     }
     const bool known = s->node->op_type == "Gemm" || s->node->op_type == "MatMul" ||
                        s->node->op_type == "Conv" || s->node->op_type == "MaxPool" ||
-                       is_activation(s->node->op_type);
+                       s->node->op_type == "BatchNormalization" || is_activation(s->node->op_type);
     fail(s->label() +
          (known ? " does not match " + m_layer + ", which expects " + what
                 : " is an operator backprop does not read (" + m_layer + " expects " + what + ")"));

@@ -1,7 +1,9 @@
 /// \file
 /// \brief A public finite-difference gradient checker: compares the analytic
 /// gradients of a network (batched `gradient` and per-sample `backprop`) with
-/// central differences of the cost, parameter by parameter.
+/// central differences of the cost, parameter by parameter. A network with a layer
+/// that normalizes with batch statistics (BatchNorm) is checked in its training pass:
+/// `dropout_gradient` against differences of `dropout_batch_cost` (no per-sample path).
 #pragma once
 
 #include <Eigen/Core>
@@ -14,6 +16,7 @@
 #include <utility>
 
 #include "../costs/costs.hpp"
+#include "../detail/meta.hpp"
 
 namespace backprop::testing {
 
@@ -51,17 +54,37 @@ template <class Cost = QuadraticCost, class Net, class DX, class DY>
   static_assert(std::is_same_v<typename Net::Scalar, double>,
                 "backprop::testing::check_gradients needs a double network: finite "
                 "differences in float are too coarse");
+  // With a BatchNorm layer the cost of a training pass (batch statistics) is what the
+  // gradient differentiates: the batched training-pass gradient against finite
+  // differences of the training-pass cost; the per-sample path does not apply.
+  constexpr bool training_pass = backprop::detail::has_batch_statistics<Net>;
   Net work = net;
-  const auto batched = work.template gradient<Cost>(X, Y);
-  auto per_sample = net.template backprop<Cost>(X.col(0), Y.col(0));
-  for (Eigen::Index c = 1; c < X.cols(); ++c) {
-    const auto g = net.template backprop<Cost>(X.col(c), Y.col(c));
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((std::get<I>(per_sample.first) += std::get<I>(g.first),
-        std::get<I>(per_sample.second) += std::get<I>(g.second)),
-       ...);
+  const auto batched = [&] {
+    if constexpr (training_pass) {
+      return work.template dropout_gradient<Cost>(X, Y, 1);
+    } else {
+      return work.template gradient<Cost>(X, Y);
     }
-    (std::make_index_sequence<Net::num_layers>{});
+  }();
+  const auto cost = [&] {
+    if constexpr (training_pass) {
+      return work.template dropout_batch_cost<Cost>(X, Y, 1);
+    } else {
+      return work.template batch_cost<Cost>(X, Y);
+    }
+  };
+  auto per_sample = batched;
+  if constexpr (!training_pass) {
+    per_sample = net.template backprop<Cost>(X.col(0), Y.col(0));
+    for (Eigen::Index c = 1; c < X.cols(); ++c) {
+      const auto g = net.template backprop<Cost>(X.col(c), Y.col(c));
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ((std::get<I>(per_sample.first) += std::get<I>(g.first),
+          std::get<I>(per_sample.second) += std::get<I>(g.second)),
+         ...);
+      }
+      (std::make_index_sequence<Net::num_layers>{});
+    }
   }
 
   GradientCheckResult result;
@@ -71,9 +94,9 @@ template <class Cost = QuadraticCost, class Net, class DX, class DY>
       for (Eigen::Index c = 0; c < param.cols(); ++c) {
         const double saved = param(r, c);
         param(r, c) = saved + h;
-        const double plus = work.template batch_cost<Cost>(X, Y);
+        const double plus = cost();
         param(r, c) = saved - h;
-        const double minus = work.template batch_cost<Cost>(X, Y);
+        const double minus = cost();
         param(r, c) = saved;
         const double numeric = (plus - minus) / (2.0 * h);
         const double e1 = detail::scaled_error(grad_batched(r, c), numeric);

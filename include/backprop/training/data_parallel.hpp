@@ -51,6 +51,10 @@ namespace backprop::detail {
 
 template <class Net>
 struct DataParallel : Trainer<Net> {
+  static_assert(!has_batch_statistics<Net>,
+                "backprop: data-parallel training does not support BatchNorm layers yet: each "
+                "rank would normalize with the statistics of its part of the mini-batch, not "
+                "the whole one's");
   using Base = Trainer<Net>;
   using Base::diverged;
   using Base::guard_interval;

@@ -1,0 +1,285 @@
+/// \file
+/// \brief Batch normalization: `BatchNorm<N, Act>` per feature of a vector (after a
+/// `Dense`, as PyTorch's BatchNorm1d) and `BatchNorm2D<C, H, W, Act>` per channel of an
+/// image (after a `Conv2D`, as BatchNorm2d), followed by an activation.
+///
+/// For channel c (a feature of BatchNorm, a channel of BatchNorm2D), over the n values
+/// it has in a batch (m samples times its H W positions):
+///   training:   mu = mean(x), var = mean((x - mu)^2) (biased), xhat = (x - mu) / sqrt(var + eps)
+///   inference:  xhat = (x - running_mean) / sqrt(running_var + eps)
+///   both:       z = gamma xhat + beta, a = act(z)
+///   backward:   dC/dgamma = sum(delta xhat), dC/dbeta = sum(delta) (delta = dC/dz), and
+///               dC/dx = gamma / (n sqrt(var + eps)) (n delta - sum(delta) - xhat sum(delta xhat))
+///   running statistics, after each training pass's backward pass (as PyTorch):
+///               running_mean = (1 - momentum) running_mean + momentum mu
+///               running_var  = (1 - momentum) running_var + momentum var n / (n - 1)
+/// gamma is `weights()` (C x 1; L1/L2 apply to it), beta is `biases()`; the running
+/// statistics are the layer's `state()` (running_mean then running_var, 2 C values):
+/// saved in the model files, not trained. Initial values as PyTorch's: gamma 1, beta 0,
+/// mean 0, variance 1. A training pass needs at least two values per channel (a
+/// BatchNorm after a Dense cannot train on batches of one sample).
+///
+/// Every training pass (`gradient`, `update_mini_batch`, `sgd`) normalizes with the
+/// batch's statistics; `feedforward`, `evaluate` and the costs use the running ones. So
+/// `backprop(x, y)` of one sample is not the per-sample share of a batch's gradient, and
+/// data-parallel training, whose ranks see parts of each mini-batch, does not accept
+/// BatchNorm layers.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstddef>
+#include <ratio>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "../activations/activations.hpp"
+#include "../concepts.hpp"
+#include "../detail/shape.hpp"
+#include "../errors.hpp"
+#include "../init/initializers.hpp"
+#include "../init/random.hpp"
+#include "activated.hpp"
+
+namespace backprop {
+
+namespace detail {
+
+/// The record name: "batchnorm(100,eps1/100000,m1/10,relu)" for BatchNorm,
+/// "batchnorm2d(20x24x24,eps1/100000,m1/10,identity)" for BatchNorm2D.
+template <int C, int H, int W, class Act, class Eps, class Momentum>
+struct BatchNormName {
+  static constexpr auto storage = [] {
+    FixedName<128> n;
+    if constexpr (H == 0) {
+      n << "batchnorm(" << C;
+    } else {
+      n << "batchnorm2d(" << C << "x" << H << "x" << W;
+    }
+    n << ",eps" << static_cast<long long>(Eps::num) << "/" << static_cast<long long>(Eps::den)
+      << ",m" << static_cast<long long>(Momentum::num) << "/"
+      << static_cast<long long>(Momentum::den) << "," << Act::name << ")";
+    return n;
+  }();
+};
+
+}  // namespace detail
+
+/// \brief The layer object of `BatchNorm` (H = W = 0) and `BatchNorm2D` for a scalar type.
+template <class Scalar_, int C, int H, int W, class Act, class Eps, class Momentum>
+class BatchNormLayer
+    : public detail::ActivatedLayer<BatchNormLayer<Scalar_, C, H, W, Act, Eps, Momentum>, Act,
+                                    Eigen::Matrix<Scalar_, Eigen::Dynamic, Eigen::Dynamic>> {
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using activation = Act;
+  /// Values per channel and sample: 1 for BatchNorm, H W for BatchNorm2D.
+  static constexpr int positions = H == 0 ? 1 : H * W;
+  static constexpr int channels = C;
+  static constexpr int inputs = C * positions;
+  static constexpr int outputs = inputs;
+  static constexpr int weight_rows = C, weight_cols = 1, bias_rows = C;
+  /// running_mean and running_var, saved after the biases in the model files.
+  static constexpr int state_rows = 2 * C;
+  static constexpr double epsilon = double(Eps::num) / double(Eps::den);
+  static constexpr double momentum = double(Momentum::num) / double(Momentum::den);
+  /// The batch statistics are used in training passes (testing::check_gradients then
+  /// checks the training pass; data-parallel training refuses the layer).
+  static constexpr bool batch_statistics = true;
+  static constexpr std::string_view model_name =
+      detail::BatchNormName<C, H, W, Act, Eps, Momentum>::storage.view();
+
+  BatchNormLayer()
+      : m_gamma(Matrix::Ones(C, 1)), m_beta(Vector::Zero(C)), m_state(Vector::Zero(2 * C)) {
+    m_state.tail(C).setOnes();
+  }
+
+  /// \brief gamma, C x 1.
+  [[nodiscard]] Matrix& weights() noexcept { return m_gamma; }
+  [[nodiscard]] const Matrix& weights() const noexcept { return m_gamma; }
+  /// \brief beta, C.
+  [[nodiscard]] Vector& biases() noexcept { return m_beta; }
+  [[nodiscard]] const Vector& biases() const noexcept { return m_beta; }
+  /// \brief running_mean (the first C values) and running_var (the last C).
+  [[nodiscard]] Vector& state() noexcept { return m_state; }
+  [[nodiscard]] const Vector& state() const noexcept { return m_state; }
+  [[nodiscard]] auto running_mean() const { return m_state.head(C); }
+  [[nodiscard]] auto running_var() const { return m_state.tail(C); }
+
+  /// \brief gamma = 1 and the running statistics reset (mean 0, variance 1), whatever
+  /// `init` says (draws nothing from `rng`, as PyTorch initializes batch norm).
+  void initialize_weights(Rng& /*rng*/, Init /*init*/) {
+    m_gamma.setOnes(C, 1);
+    m_state.setZero(2 * C);
+    m_state.tail(C).setOnes();
+  }
+  /// \brief beta = 0.
+  void initialize_biases(Rng& /*rng*/, Init /*init*/) { m_beta.setZero(C); }
+
+  /// \brief ONNX (io/onnx.hpp): BatchNormalization(x, gamma, beta, mean, var; epsilon),
+  /// then the activation.
+  template <class Graph>
+  void write_onnx(Graph& g) const {
+    g.batch_norm(m_gamma, m_beta, m_state, C, H, W, epsilon);
+    g.template activation<Act>();
+  }
+  template <class Graph>
+  void read_onnx(Graph& g) {
+    g.batch_norm(m_gamma, m_beta, m_state, C, H, W, epsilon);
+    g.template activation<Act>();
+  }
+
+  friend bool operator==(const BatchNormLayer& a, const BatchNormLayer& b) {
+    return a.m_gamma == b.m_gamma && a.m_beta == b.m_beta && a.m_state == b.m_state;
+  }
+
+  // ---- inference (const, thread-safe): the running statistics ----
+
+  template <class X>
+  void forward(const X& x, Matrix& y, Matrix* z_out = nullptr) const {
+    const Eigen::Ref<const Matrix> xr(x);
+    Matrix z(inputs, xr.cols());
+    for (int c = 0; c < C; ++c) {
+      const Scalar scale = m_gamma(c, 0) / std::sqrt(m_state(C + c) + Scalar(epsilon));
+      const Scalar shift = m_beta(c) - scale * m_state(c);
+      z.middleRows(Eigen::Index{c} * positions, positions) =
+          (xr.middleRows(Eigen::Index{c} * positions, positions).array() * scale + shift).matrix();
+    }
+    y.resize(inputs, xr.cols());
+    detail::activation_forward<Act>(z, y);
+    if (z_out != nullptr) *z_out = std::move(z);
+  }
+
+  // ---- training: the batch statistics ----
+
+  struct Workspace {
+    Matrix z, a, delta, xhat;
+    Vector mean, var, inv_std;
+    bool trained = false;  // a training pass ran: backward updates the running statistics
+  };
+
+  /// \throws ShapeError if a channel has fewer than two values in the batch
+  template <class X>
+  void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
+    const Eigen::Ref<const Matrix> xr(x);
+    const Eigen::Index m = xr.cols();
+    const Eigen::Index n = m * positions;
+    if (n < 2) {
+      throw ShapeError(
+          "BatchNorm: a training pass needs at least two values per channel; a batch of " +
+          std::to_string(m) + " sample" + (m == 1 ? "" : "s") + " has " + std::to_string(n) +
+          " (train BatchNorm networks on mini-batches, not one sample at a time)");
+    }
+    ws.xhat.resize(inputs, m);
+    ws.z.resize(inputs, m);
+    ws.mean.resize(C);
+    ws.var.resize(C);
+    ws.inv_std.resize(C);
+    for (int c = 0; c < C; ++c) {
+      const auto block = xr.middleRows(Eigen::Index{c} * positions, positions);
+      const Scalar mu = block.sum() / Scalar(n);
+      const Scalar var = (block.array() - mu).square().sum() / Scalar(n);
+      const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(epsilon));
+      auto xh = ws.xhat.middleRows(Eigen::Index{c} * positions, positions);
+      xh = ((block.array() - mu) * inv).matrix();
+      ws.z.middleRows(Eigen::Index{c} * positions, positions) =
+          (xh.array() * m_gamma(c, 0) + m_beta(c)).matrix();
+      ws.mean(c) = mu;
+      ws.var(c) = var;
+      ws.inv_std(c) = inv;
+    }
+    ws.a.resize(inputs, m);
+    detail::activation_forward<Act>(ws.z, ws.a);
+    ws.trained = true;
+  }
+
+  // output(ws), cost<Cost>(ws, y), backward and backward_cost: detail::ActivatedLayer.
+
+  /// \brief From ws.delta = dC/dz: dx (with the current gamma), then dC/dgamma and
+  /// dC/dbeta to `sink`, then the running statistics move towards the batch's.
+  template <class X, class Sink>
+  void backward_delta(const X& /*x*/, Workspace& ws, Matrix* dx, Sink& sink) {
+    const Matrix& delta = ws.delta;
+    const Eigen::Index m = delta.cols();
+    const auto n = static_cast<Scalar>(m * positions);
+    Vector dgamma(C), dbeta(C);
+    for (int c = 0; c < C; ++c) {
+      const auto d = delta.middleRows(Eigen::Index{c} * positions, positions);
+      const auto xh = ws.xhat.middleRows(Eigen::Index{c} * positions, positions);
+      dbeta(c) = d.sum();
+      dgamma(c) = d.cwiseProduct(xh).sum();
+    }
+    if (dx != nullptr) {
+      dx->resize(inputs, m);
+      for (int c = 0; c < C; ++c) {
+        const auto rows = Eigen::seqN(Eigen::Index{c} * positions, positions);
+        const Scalar k = m_gamma(c, 0) * ws.inv_std(c) / n;
+        (*dx)(rows, Eigen::all) = (k * (n * delta(rows, Eigen::all).array() - dbeta(c) -
+                                        ws.xhat(rows, Eigen::all).array() * dgamma(c)))
+                                      .matrix();
+      }
+    }
+    const auto report = [&](auto slot, auto& param, const Vector& grad) {
+      sink(slot, param, [&](auto& target, Scalar factor, bool accumulate) {
+        if (accumulate) {
+          target.noalias() += factor * grad;
+        } else {
+          target.noalias() = grad;
+        }
+      });
+    };
+    report(std::integral_constant<int, 0>{}, m_gamma, dgamma);
+    report(std::integral_constant<int, 1>{}, m_beta, dbeta);
+    if (ws.trained) {
+      const auto mom = static_cast<Scalar>(momentum);
+      m_state.head(C) = (Scalar(1) - mom) * m_state.head(C) + mom * ws.mean;
+      m_state.tail(C) = (Scalar(1) - mom) * m_state.tail(C) + (mom * n / (n - Scalar(1))) * ws.var;
+      ws.trained = false;  // once per training pass
+    }
+  }
+
+ private:
+  Matrix m_gamma;
+  Vector m_beta;
+  Vector m_state;
+};
+
+/// \brief Batch normalization of each of `N` features (after a `Dense`; PyTorch's
+/// BatchNorm1d), then `Act`. See the file comment.
+/// \tparam Eps, Momentum std::ratio (PyTorch's defaults 1e-5 and 0.1)
+template <int N, class Act = Identity, class Eps = std::ratio<1, 100000>,
+          class Momentum = std::ratio<1, 10>>
+struct BatchNorm {
+  static_assert(N > 0, "backprop::BatchNorm<N>: N must be positive");
+  static_assert(Activation<Act>, "backprop::BatchNorm: Act is not an activation");
+  static_assert(Eps::num > 0 && Momentum::num >= 0 && Momentum::num <= Momentum::den,
+                "backprop::BatchNorm: Eps must be positive and Momentum in [0, 1]");
+  using activation = Act;
+  static constexpr int inputs = N;
+  static constexpr int outputs = N;
+  template <class Scalar>
+  using Instance = BatchNormLayer<Scalar, N, 0, 0, Act, Eps, Momentum>;
+};
+
+/// \brief Batch normalization of each of the `C` channels of a C x H x W image (after a
+/// `Conv2D`; PyTorch's BatchNorm2d), then `Act`. See the file comment.
+template <int C, int H, int W, class Act = Identity, class Eps = std::ratio<1, 100000>,
+          class Momentum = std::ratio<1, 10>>
+struct BatchNorm2D {
+  static_assert(C > 0 && H > 0 && W > 0, "backprop::BatchNorm2D<C, H, W>: sizes must be positive");
+  static_assert(Activation<Act>, "backprop::BatchNorm2D: Act is not an activation");
+  static_assert(Eps::num > 0 && Momentum::num >= 0 && Momentum::num <= Momentum::den,
+                "backprop::BatchNorm2D: Eps must be positive and Momentum in [0, 1]");
+  using activation = Act;
+  using input_shape = detail::ImageShape<C, H, W>;
+  using output_shape = input_shape;
+  static constexpr int inputs = C * H * W;
+  static constexpr int outputs = inputs;
+  template <class Scalar>
+  using Instance = BatchNormLayer<Scalar, C, H, W, Act, Eps, Momentum>;
+};
+
+}  // namespace backprop
