@@ -34,6 +34,7 @@
 #include "errors.hpp"
 #include "io/model.hpp"
 #include "io/onnx.hpp"
+#include "layers/batchnorm.hpp"
 
 namespace backprop {
 
@@ -224,9 +225,7 @@ class DynamicNetwork {
         }
       }
     }
-    const std::string bytes = g.finish(outputs());
-    os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!os) throw std::runtime_error("save_onnx: cannot write the model to the stream");
+    detail::onnx::write_bytes(os, g.finish(outputs()));
   }
 
   [[nodiscard]] static std::string act_name(Act a) {
@@ -292,14 +291,9 @@ class DynamicNetwork {
         y = x;
         return;
       case Kind::batch_norm: {
-        const Eigen::Index s = l.height == 0 ? 1 : Eigen::Index{l.height} * l.width;
-        y.resize(x.rows(), x.cols());
-        for (int c = 0; c < l.channels; ++c) {
-          const Scalar scale =
-              l.weights(c, 0) / std::sqrt(l.state(l.channels + c) + Scalar(l.epsilon));
-          const Scalar shift = l.biases(c) - scale * l.state(c);
-          y.middleRows(c * s, s) = (x.middleRows(c * s, s).array() * scale + shift).matrix();
-        }
+        const Eigen::Index positions = l.height == 0 ? 1 : Eigen::Index{l.height} * l.width;
+        detail::batch_norm_inference(x, l.weights, l.biases, l.state, l.channels, positions,
+                                     l.epsilon, y);
         activate(l, y);
         return;
       }

@@ -175,7 +175,7 @@ class GraphWriter {
     } else if constexpr (std::is_same_v<Act, ReLU>) {
       add_node("Relu", {m_current}, {});
     } else if constexpr (is_leaky_relu<Act>) {
-      add_node("LeakyRelu", {m_current}, {float_attr("alpha", static_cast<float>(Act::slope))});
+      leaky_relu(Act::slope);
     } else if constexpr (std::is_same_v<Act, Softmax>) {
       flatten();
       add_node("Softmax", {m_current}, {int_attr("axis", 1)});
@@ -959,11 +959,15 @@ template <class Net>
   return g.finish(Net::template LayerDescriptor<Net::num_layers - 1>::outputs);
 }
 
-template <class Net>
-void save_onnx(const Net& net, std::ostream& os) {
-  const std::string bytes = to_onnx(net);
+/// Writes a serialized model to `os`.
+inline void write_bytes(std::ostream& os, const std::string& bytes) {
   os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!os) throw std::runtime_error("save_onnx: cannot write the model to the stream");
+}
+
+template <class Net>
+void save_onnx(const Net& net, std::ostream& os) {
+  write_bytes(os, to_onnx(net));
 }
 
 /// Reads the rest of `is` (at most max_file_bytes).

@@ -64,6 +64,22 @@ struct BatchNormName {
   }();
 };
 
+/// z = gamma (x - running_mean) / sqrt(running_var + eps) + beta for each of the C
+/// channels (rows [c positions, (c + 1) positions) of x): the inference pass of
+/// BatchNormLayer, also DynamicNetwork's. `state` is running_mean, then running_var.
+template <class X, class G, class B, class S, class Z>
+void batch_norm_inference(const X& x, const G& gamma, const B& beta, const S& state,
+                          Eigen::Index channels, Eigen::Index positions, double epsilon, Z& z) {
+  using Scalar = typename Z::Scalar;
+  z.resize(x.rows(), x.cols());
+  for (Eigen::Index c = 0; c < channels; ++c) {
+    const Scalar scale = gamma(c, 0) / std::sqrt(state(channels + c) + Scalar(epsilon));
+    const Scalar shift = beta(c) - scale * state(c);
+    z.middleRows(c * positions, positions) =
+        (x.middleRows(c * positions, positions).array() * scale + shift).matrix();
+  }
+}
+
 }  // namespace detail
 
 /// \brief The layer object of `BatchNorm` (H = W = 0) and `BatchNorm2D` for a scalar type.
@@ -141,13 +157,8 @@ class BatchNormLayer
   template <class X>
   void forward(const X& x, Matrix& y, Matrix* z_out = nullptr) const {
     const Eigen::Ref<const Matrix> xr(x);
-    Matrix z(inputs, xr.cols());
-    for (int c = 0; c < C; ++c) {
-      const Scalar scale = m_gamma(c, 0) / std::sqrt(m_state(C + c) + Scalar(epsilon));
-      const Scalar shift = m_beta(c) - scale * m_state(c);
-      z.middleRows(Eigen::Index{c} * positions, positions) =
-          (xr.middleRows(Eigen::Index{c} * positions, positions).array() * scale + shift).matrix();
-    }
+    Matrix z;
+    detail::batch_norm_inference(xr, m_gamma, m_beta, m_state, C, positions, epsilon, z);
     y.resize(inputs, xr.cols());
     detail::activation_forward<Act>(z, y);
     if (z_out != nullptr) *z_out = std::move(z);
