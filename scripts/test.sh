@@ -142,7 +142,7 @@ stage_clang() {
   configure build/ci-clang -DCMAKE_CXX_COMPILER="$cxx_clang" -DCMAKE_BUILD_TYPE=Release \
     "-DCMAKE_CXX_FLAGS_RELEASE=-O2" "-DCMAKE_CXX_FLAGS=-march=native" -DBACKPROP_WERROR=ON
   cmake --build build/ci-clang -j "$jobs"
-  run_ctest build/ci-clang -LE 'mnist|fashion'
+  run_ctest build/ci-clang -LE 'mnist|fashion|sklearn'
 }
 
 stage_asan() {
@@ -174,12 +174,12 @@ stage_tsan() {
 }
 
 stage_fuzz() {
-  # libFuzzer (clang) on the IDX reader, the model loader, the JSON and the ONNX reader:
+  # libFuzzer (clang) on the IDX and CSV readers, the model loader, the JSON and the ONNX reader:
   # replay the seed corpora, then fuzz each for BACKPROP_FUZZ_SECONDS (default 60).
   configure build/ci-fuzz -DCMAKE_CXX_COMPILER="$cxx_clang" -DBACKPROP_BUILD_FUZZERS=ON \
     -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_BUILD_COMPILE_FAIL_TESTS=OFF \
     -DBACKPROP_FUZZ_SECONDS="${BACKPROP_FUZZ_SECONDS:-60}"
-  cmake --build build/ci-fuzz -j "$jobs" --target fuzz_idx_load fuzz_model_load fuzz_json_load fuzz_onnx_load
+  cmake --build build/ci-fuzz -j "$jobs" --target fuzz_idx_load fuzz_csv_load fuzz_model_load fuzz_json_load fuzz_onnx_load
   local rc=0
   run_ctest build/ci-fuzz -L fuzz -V || rc=$?
   grep -E "^[0-9]+: (Test command|stat::number_of_executed_units|Done [0-9]+ runs)" \
@@ -215,6 +215,7 @@ stage_package() {
 stage_examples() {
   fetch_mnist
   bash scripts/fetch_fashion_mnist.sh
+  bash scripts/fetch_sklearn_data.sh
   # Uses the gcc build (stage 1); builds it here if this run skipped stage 1.
   configure build/ci-gcc "${gcc_args[@]}"
   cmake --build build/ci-gcc -j "$jobs"

@@ -39,37 +39,54 @@
 namespace backprop {
 
 /// \brief A network read from a file at run time; see the file comment.
-/// \tparam Scalar the type it computes in (`float` or `double`; parameters convert)
+/// \tparam Scalar_ the type it computes in (`float` or `double`; parameters convert)
 template <class Scalar_ = float>
 class DynamicNetwork {
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
   static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                 "backprop::DynamicNetwork<Scalar>: Scalar must be float or double");
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
+  /// The kinds of layer: `Dense`, `Conv2D`, `MaxPool2D`, `Dropout`, `BatchNorm` and
+  /// `BatchNorm2D`.
   enum class Kind { dense, conv2d, max_pool2d, dropout, batch_norm };
+  /// The built-in activations.
   enum class Act { identity, sigmoid, tanh, relu, leaky_relu, softmax };
 
   /// One layer: its kind, sizes, activation and parameters (W is out x in for dense,
   /// out_channels x (C K K) for conv2d, as in `Dense` and `Conv2D`).
   struct Layer {
-    Kind kind = Kind::dense;
-    Act act = Act::identity;
-    double slope = 0.01;  // leaky_relu
+    Kind kind = Kind::dense;  ///< the kind of layer
+    Act act = Act::identity;  ///< its activation (dense, conv2d, batch_norm)
+    double slope = 0.01;      ///< leaky_relu
+    /// The flattened sizes of one sample.
+    ///@{
     int inputs = 0, outputs = 0;
-    int channels = 0, height = 0, width = 0;  // conv2d, max_pool2d input
+    ///@}
+    /// conv2d, max_pool2d input (and batch_norm: C, H, W).
+    ///@{
+    int channels = 0, height = 0, width = 0;
+    ///@}
+    /// conv2d: OutChannels, Kernel, Stride, Padding; max_pool2d: Pool.
+    ///@{
     int out_channels = 0, kernel = 0, stride = 1, padding = 0, pool = 0;
-    double epsilon = 1e-5;  // batch_norm; its height and width are 0 after a dense layer
-    Matrix weights;
-    Vector biases;
-    Vector state;  // batch_norm: running mean, then running variance
+    ///@}
+    double epsilon = 1e-5;  ///< batch_norm; its height and width are 0 after a dense layer
+    Matrix weights;         ///< W (batch_norm: gamma)
+    Vector biases;          ///< b (batch_norm: beta)
+    Vector state;           ///< batch_norm: running mean, then running variance
 
+    /// \brief The output's height (conv2d, max_pool2d).
     [[nodiscard]] int out_height() const noexcept {
       return kind == Kind::max_pool2d ? height / pool
                                       : (height + 2 * padding - kernel) / stride + 1;
     }
+    /// \brief The output's width (conv2d, max_pool2d).
     [[nodiscard]] int out_width() const noexcept {
       return kind == Kind::max_pool2d ? width / pool : (width + 2 * padding - kernel) / stride + 1;
     }
@@ -123,8 +140,11 @@ class DynamicNetwork {
     return net;
   }
 
+  /// \brief The layers, first to last.
   [[nodiscard]] const std::vector<Layer>& layers() const noexcept { return m_layers; }
+  /// \brief The flattened size of one input sample.
   [[nodiscard]] int inputs() const noexcept { return m_layers.front().inputs; }
+  /// \brief The size of one output sample.
   [[nodiscard]] int outputs() const noexcept { return m_layers.back().outputs; }
   /// The shape of one input sample: {C, H, W} when the first layer takes an image,
   /// else {inputs}.
@@ -180,6 +200,7 @@ class DynamicNetwork {
   void save_onnx(const std::filesystem::path& path) const {
     detail::save_to_path(path, [this](std::ostream& os) { save_onnx(os); });
   }
+  /// \brief Writes the network as ONNX to `os` (binary mode).
   void save_onnx(std::ostream& os) const {
     if (m_layers.empty()) throw ShapeError("save_onnx: the DynamicNetwork has no layers");
     detail::onnx::GraphWriter g(inputs());
@@ -228,6 +249,7 @@ class DynamicNetwork {
     detail::onnx::write_bytes(os, g.finish(outputs()));
   }
 
+  /// \brief The activation's name in the model files: "identity", "sigmoid", ...
   [[nodiscard]] static std::string act_name(Act a) {
     switch (a) {
       case Act::identity:

@@ -74,9 +74,13 @@ class BasicNetwork {
                 std::tuple_element_t<sizeof...(Layers) - 1, LayerList>>::value);
 
  public:
+  /// \brief The type of the parameters and computations (`float` or `double`).
   using Scalar = Scalar_;
+  /// \brief A dynamic matrix of `Scalar`; batches hold one sample per column.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// \brief A dynamic column vector of `Scalar` (one sample).
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  /// \brief Number of layers.
   static constexpr std::size_t num_layers = sizeof...(Layers);
   /// \brief The descriptor of layer I (0-based).
   template <std::size_t I>
@@ -84,8 +88,11 @@ class BasicNetwork {
   /// \brief The layer object of layer I, returned by `layer<I>()`.
   template <std::size_t I>
   using LayerParameters = typename LayerDescriptor<I>::template Instance<Scalar>;
+  /// \brief Input size (rows of an input batch): the first layer's inputs.
   static constexpr int inputs = LayerDescriptor<0>::inputs;
+  /// \brief Output size (rows of an output batch): the last layer's outputs.
   static constexpr int outputs = LayerDescriptor<num_layers - 1>::outputs;
+  /// \brief The last layer's activation (it decides what `DefaultCost` resolves to).
   using OutputActivation = typename LayerDescriptor<num_layers - 1>::activation;
   /// Per-layer bias gradients, `std::get<I>` shaped like `layer<I>().biases()`.
   using BiasGradients = std::tuple<std::remove_cvref_t<
@@ -93,6 +100,7 @@ class BasicNetwork {
   /// Per-layer weight gradients, `std::get<I>` shaped like `layer<I>().weights()`.
   using WeightGradients = std::tuple<std::remove_cvref_t<
       decltype(std::declval<typename Layers::template Instance<Scalar>&>().weights())>...>;
+  /// \brief `{bias gradients, weight gradients}`, as `backprop` and `gradient` return them.
   using Gradients = std::pair<BiasGradients, WeightGradients>;
 
   /// \brief Initialises the parameters from `seed` with `init` (default: N(0,1)
@@ -126,6 +134,7 @@ class BasicNetwork {
     static_assert(I < num_layers, "backprop::Network::layer<I>: I is out of range");
     return std::get<I>(m_layers);
   }
+  /// \brief Layer I (0-based), read-only.
   template <std::size_t I>
   [[nodiscard]] const LayerParameters<I>& layer() const noexcept {
     static_assert(I < num_layers, "backprop::Network::layer<I>: I is out of range");
@@ -202,28 +211,36 @@ class BasicNetwork {
                          double eta);
 
   /// \brief Number of columns of `X` whose output argmax equals `labels`.
-  /// \throws ShapeError on wrong shapes.
+  /// \throws ShapeError on wrong shapes; ValueError for a network with a single output
+  ///         (argmax accuracy means nothing there: use `regression_metrics`) or a label
+  ///         outside [0, outputs).
   template <class Derived>
   [[nodiscard]] long long evaluate(const Eigen::MatrixBase<Derived>& X,
                                    const Eigen::VectorXi& labels) const {
-    detail::check_rows("evaluate", "input", X.rows(), inputs, 0);
-    detail::check_parameters(*this, "evaluate");
+    const Eigen::VectorXi predicted = predict(X, "evaluate");
     if (labels.size() != X.cols()) {
       throw ShapeError("evaluate: " + std::to_string(X.cols()) + " input columns but " +
                        std::to_string(labels.size()) + " labels");
     }
     long long correct = 0;
-    constexpr Eigen::Index chunk = inference_chunk;
-    for (Eigen::Index first = 0; first < X.cols(); first += chunk) {
-      const Eigen::Index n = std::min(chunk, X.cols() - first);
-      const Matrix out = forward_matrix<0>(X.middleCols(first, n));
-      for (Eigen::Index c = 0; c < n; ++c) {
-        Eigen::Index arg = 0;
-        out.col(c).maxCoeff(&arg);
-        if (arg == labels(first + c)) ++correct;
+    for (Eigen::Index c = 0; c < labels.size(); ++c) {
+      if (labels(c) < 0 || labels(c) >= outputs) {
+        throw ValueError("evaluate: label " + std::to_string(labels(c)) + " of sample " +
+                         std::to_string(c) + " is outside [0, " + std::to_string(outputs) +
+                         ") (the network's outputs)");
       }
+      correct += predicted(c) == labels(c);
     }
     return correct;
+  }
+
+  /// \brief The predicted class of every column of `X`: the index of its largest output
+  /// (the probabilities themselves, with a Softmax output, are `feedforward(X)`).
+  /// \throws ShapeError if `X` has the wrong row count; ValueError for a network with a
+  ///         single output (a regression network: use `feedforward`).
+  template <class Derived>
+  [[nodiscard]] Eigen::VectorXi predict(const Eigen::MatrixBase<Derived>& X) const {
+    return predict(X, "predict");
   }
 
   /// \brief Saves the parameters in backprop's binary model format (docs/model-format.md:
@@ -263,6 +280,7 @@ class BasicNetwork {
   /// "cost"; plus "activations" if a layer is not a sigmoid), atomically like `save`.
   /// Numbers have 17 significant digits, so loading gives back the exact parameters.
   /// All-`Dense` networks only.
+  /// \param path the file to write
   /// \param cost_name the "cost" entry, network2's cost class name
   /// \throws std::runtime_error naming `path` if it cannot be written (an existing
   ///         file is then left as it was); ValueError if a parameter is not finite;
@@ -377,11 +395,13 @@ class BasicNetwork {
   /// after each epoch when given and reports through `options.on_epoch`; follows
   /// `options.schedule`, may stop early (`early_stopping_patience`, keeping the best
   /// epoch's parameters). Dropout layers are active in the training passes only.
+  /// \tparam Cost the cost; the default (`DefaultCost`) is `LogLikelihoodCost` for a
+  ///         `Softmax` output layer and `QuadraticCost` otherwise.
   /// \returns the per-epoch history (also `best_epoch` and `stopped_early`).
   /// \throws ShapeError / ValueError on bad data or options (early stopping and
   ///         halve_on_plateau need labelled evaluation data); DivergenceError as
   ///         described at `SgdOptions::on_divergence`.
-  template <class Cost = QuadraticCost>
+  template <class Cost = DefaultCost>
   TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
                       const Dataset<Scalar>* evaluation_data = nullptr);
 
@@ -389,7 +409,7 @@ class BasicNetwork {
   /// the layers' products; `Momentum`, `Adam` or any `Optimizer`, given the mean
   /// gradient G_W = 1/m sum grad + lambda/n W + lambda1/n sign(W), G_b = 1/m sum grad).
   /// The optimizer's states live in this call: a new call starts from zero states.
-  template <class Cost = QuadraticCost, Optimizer Opt>
+  template <class Cost = DefaultCost, Optimizer Opt>
   TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
                       const Dataset<Scalar>* evaluation_data, const Opt& optimizer);
 
@@ -397,7 +417,7 @@ class BasicNetwork {
   /// `backprop::mpi::Communicator`); with one process it is exactly the `sgd` above.
   /// Collective; training/data_parallel.hpp says what is exchanged and checked.
   /// \throws DistributedError on every process when they disagree or one failed.
-  template <class Cost = QuadraticCost, Optimizer Opt, GradientExchange Ex>
+  template <class Cost = DefaultCost, Optimizer Opt, GradientExchange Ex>
   TrainingHistory sgd(const Dataset<Scalar>& training_data, const SgdOptions& options,
                       const Dataset<Scalar>* evaluation_data, const Opt& optimizer, Ex& exchange,
                       DataLayout layout = DataLayout::replicated);
@@ -428,6 +448,8 @@ class BasicNetwork {
     return output_cost<Cost>(Y.derived(), m_work);
   }
 
+  /// \brief True when every layer compares equal (its parameters and any running
+  /// statistics); the shuffling generator is not compared.
   friend bool operator==(const BasicNetwork& a, const BasicNetwork& b) {
     return a.m_layers == b.m_layers;
   }
@@ -451,6 +473,31 @@ class BasicNetwork {
   }
 
   // ---- inference (const, thread-safe: no workspace) ----
+
+  template <class Derived>
+  Eigen::VectorXi predict(const Eigen::MatrixBase<Derived>& X, const char* fn) const {
+    detail::check_scalar<BasicNetwork, Derived>();
+    detail::check_rows(fn, "input", X.rows(), inputs, 0);
+    detail::check_parameters(*this, fn);
+    if constexpr (outputs == 1) {
+      throw ValueError(std::string(fn) +
+                       ": the network has a single output, so there is no class to pick (a "
+                       "regression network: use feedforward and regression_metrics; for two "
+                       "classes use two outputs)");
+    }
+    Eigen::VectorXi predicted(X.cols());
+    constexpr Eigen::Index chunk = inference_chunk;
+    for (Eigen::Index first = 0; first < X.cols(); first += chunk) {
+      const Eigen::Index n = std::min(chunk, X.cols() - first);
+      const Matrix out = forward_matrix<0>(X.middleCols(first, n));
+      for (Eigen::Index c = 0; c < n; ++c) {
+        Eigen::Index arg = 0;
+        out.col(c).maxCoeff(&arg);
+        predicted(first + c) = static_cast<int>(arg);
+      }
+    }
+    return predicted;
+  }
 
   template <std::size_t I, class In>
   auto forward_vector(const In& x) const {

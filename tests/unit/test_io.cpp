@@ -17,9 +17,14 @@
 #include <string>
 #include <vector>
 
+#include <backprop/data/scaling.hpp>
+#include <backprop/data/split.hpp>
 #include <backprop/detail/inflate.hpp>
 #include <backprop/io/io.hpp>
+#include <backprop/metrics/metrics.hpp>
 #include <catch2/catch.hpp>
+#include <set>
+#include <sstream>
 
 namespace bp = backprop;
 namespace fs = std::filesystem;
@@ -821,7 +826,7 @@ TEST_CASE("load_csv rejects bad files naming file, line and column", "[io][csv]"
   fails_with("a,b,c\n", "no data rows after the header", header);
   fails_with("1,2,3,0\n1,2,3,1\n1,2,1\n", "line 3 has 3 fields, expected 4 (as on line 1)");
   fails_with("1,2,0\n1,abc,1\n", "line 2, column 2: 'abc' is not a number");
-  fails_with("1,,0\n", "line 1, column 2: '' is not a number");
+  fails_with("1,,0\n", "line 1, column 2: missing value");
   fails_with("1,2,0\nnan,2,1\n", "line 2, column 1: 'nan' is not a finite number");
   fails_with("1,inf,0\n", "'inf' is not a finite number");
   fails_with("1,2,1.5\n", "line 1, column 3: label '1.5' is not a non-negative integer");
@@ -846,4 +851,470 @@ TEST_CASE("load_csv rejects bad files naming file, line and column", "[io][csv]"
   bad = {};
   bad.feature_scale = std::numeric_limits<double>::infinity();
   REQUIRE_THROWS_AS(bp::load_csv(p, bad), bp::ValueError);
+}
+
+TEST_CASE("load_csv: header names, label by name, text labels and their mapping", "[io][csv]") {
+  TempDir dir;
+  const fs::path p = dir / "iris.csv";
+  write_text(p,
+             "sepal,petal,species,id\n1,2,virginica,7\n3,4,setosa,8\n5,6,versicolor,9\n"
+             "7,8,setosa,10\n");
+  bp::CsvOptions o;
+  o.has_header = true;
+  o.label_name = "species";
+  o.ignore_names = {"id"};
+  const auto d = bp::load_csv<double>(p, o);
+  REQUIRE(d.inputs.rows() == 2);
+  REQUIRE(d.feature_names == std::vector<std::string>{"sepal", "petal"});
+  REQUIRE(d.class_names == std::vector<std::string>{"setosa", "versicolor", "virginica"});
+  REQUIRE(d.labels == (Eigen::VectorXi(4) << 2, 0, 1, 0).finished());
+  REQUIRE(d.targets.rows() == 3);
+  REQUIRE(d.targets(2, 0) == 1.0);
+  REQUIRE(d.inputs(1, 3) == 8.0);
+
+  // The training file's mapping, given to the test file: same indices, unknown names refused.
+  const fs::path q = dir / "test.csv";
+  write_text(q, "sepal,petal,species,id\n1,1,versicolor,1\n");
+  bp::CsvOptions t = o;
+  t.class_names = d.class_names;
+  REQUIRE(bp::load_csv<double>(q, t).labels(0) == 1);
+  REQUIRE(bp::load_csv<double>(q, t).targets.rows() == 3);
+  write_text(q, "sepal,petal,species,id\n1,1,daisy,1\n");
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(q, t); }),
+               Catch::Contains("line 2, column 3: label 'daisy' is not one of the 3 class_names"));
+  t.classes = 2;
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(q, t); }),
+               Catch::Contains("classes = 2 but there are 3 class names"));
+
+  bp::CsvOptions wrong = o;
+  wrong.label_name = "kind";
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, wrong); }),
+               Catch::Contains("label column 'kind' is not in the header ('sepal', 'petal', "
+                               "'species', 'id')"));
+  wrong.has_header = false;
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, wrong); }),
+               Catch::Contains("needs has_header"));
+  bp::CsvOptions twice = o;
+  twice.ignore_columns = {2};
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, twice); }),
+               Catch::Contains("is column 3, which is already"));
+}
+
+TEST_CASE("load_csv: quoted fields", "[io][csv]") {
+  TempDir dir;
+  const fs::path p = dir / "q.csv";
+  write_text(
+      p,
+      "\"a,b\",\"c \"\"x\"\"\",label\r\n\"1.5\", 2 ,\"small, red\"\r\n3,\"4\",\"big\nblue\"\r\n"
+      "5,6,\"small, red\"\r\n");
+  bp::CsvOptions o;
+  o.has_header = true;
+  const auto d = bp::load_csv<double>(p, o);
+  REQUIRE(d.feature_names == std::vector<std::string>{"a,b", "c \"x\""});
+  REQUIRE(d.class_names == std::vector<std::string>{"big\nblue", "small, red"});
+  REQUIRE(d.labels == (Eigen::VectorXi(3) << 1, 0, 1).finished());
+  REQUIRE(d.inputs(0, 0) == 1.5);
+  REQUIRE(d.inputs(1, 1) == 4.0);
+  REQUIRE(d.inputs(0, 2) == 5.0);
+
+  const auto fails_with = [&](const std::string& text, const std::string& expected) {
+    CAPTURE(text);
+    write_text(p, text);
+    REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p); }),
+                 Catch::Contains(p.string()) && Catch::Contains(expected));
+  };
+  fails_with("1,2,0\n1,\"2,0\n3,4,1\n", "line 2: a quoted field is not closed");
+  fails_with("1,\"2\"x,0\n", "line 1: text after the closing quote");
+  fails_with("1,2\"3,0\n", "line 1: a quote inside an unquoted field");
+  // A line break inside quotes counts: the error after it names the right line.
+  fails_with("1,2,\"a\nb\"\n1,x,b\n", "line 3, column 2: 'x' is not a number");
+}
+
+TEST_CASE("load_csv: missing values are errors, skipped rows or filled", "[io][csv]") {
+  TempDir dir;
+  const fs::path p = dir / "m.csv";
+  write_text(p, "age,height,label\n30,1.8,0\nNA,1.7,1\n40,,1\n50,1.6,?\n");
+  bp::CsvOptions o;
+  o.has_header = true;
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, o); }),
+               Catch::Contains("line 3, column 1 ('age'): missing value ('NA')") &&
+                   Catch::Contains("skip_row or fill"));
+  o.missing = bp::MissingValues::skip_row;
+  auto d = bp::load_csv<double>(p, o);
+  REQUIRE(d.size() == 1);
+  REQUIRE(d.inputs(0, 0) == 30.0);
+  o.missing = bp::MissingValues::fill;
+  o.fill_value = -1.0;
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, o); }),
+               Catch::Contains("line 5, column 3 ('label'): missing label ('?')") &&
+                   Catch::Contains("fill applies to features only"));
+  write_text(p, "age,height,label\n30,1.8,0\nNA,1.7,1\n40,,1\n");
+  o.feature_scale = 2.0;
+  d = bp::load_csv<double>(p, o);
+  REQUIRE(d.size() == 3);
+  REQUIRE(d.inputs(0, 1) == -2.0);
+  REQUIRE(d.inputs(1, 2) == -2.0);
+  REQUIRE(d.inputs(0, 2) == 80.0);
+  // Markers are configurable; a quoted "NA" is text, not missing.
+  o.missing = bp::MissingValues::error;
+  o.missing_markers = {};
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, o); }),
+               Catch::Contains("'NA' is not a number"));
+  write_text(p, "1,2,0\n0,0,0\n");
+  o = {};
+  o.missing = bp::MissingValues::skip_row;
+  o.missing_markers = {"0"};
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, o); }),
+               Catch::Contains("every data row has a missing value"));
+}
+
+TEMPLATE_TEST_CASE("load_csv: regression targets by column, name or separate file",
+                   "[io][csv][regression]", float, double) {
+  TempDir dir;
+  const fs::path p = dir / "r.csv";
+  write_text(p, "x1,y1,x2,y2\n1,0.5,2,-1.25\n3,1.5,4,2.5e1\n");
+  bp::CsvOptions o;
+  o.has_header = true;
+  o.target_columns = {-1, 1};
+  auto d = bp::load_csv<TestType>(p, o);
+  REQUIRE(d.labels.size() == 0);
+  REQUIRE(!d.has_labels());
+  REQUIRE(d.inputs.rows() == 2);
+  REQUIRE(d.targets.rows() == 2);
+  REQUIRE(d.targets(0, 0) == TestType(-1.25));
+  REQUIRE(d.targets(1, 0) == TestType(0.5));
+  REQUIRE(d.targets(0, 1) == TestType(25));
+  REQUIRE(d.inputs(1, 1) == TestType(4));
+  REQUIRE(d.target_names == std::vector<std::string>{"y2", "y1"});
+  REQUIRE(d.feature_names == std::vector<std::string>{"x1", "x2"});
+  o.target_columns = {};
+  o.target_names = {"y1"};
+  d = bp::load_csv<TestType>(p, o);
+  REQUIRE(d.inputs.rows() == 3);
+  REQUIRE(d.targets.rows() == 1);
+  REQUIRE(d.targets(0, 1) == TestType(1.5));
+  o.target_names = {"y1", "y1"};
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, o); }),
+               Catch::Contains("already a label, target or ignored"));
+
+  // Whitespace-separated, gzip-compressed features and a separate gzip targets file, as
+  // scikit-learn ships the diabetes data.
+  const std::string features = "59 2  32.1\t101\n48 1 21.6 87   \n\n72 2 30.5 93\n";
+  const std::string targets = "1.51e+02\n7.5e+01\n1.41e+02\n";
+  write_file(dir / "x.csv.gz", gzip_stored(Bytes(features.begin(), features.end()), 7));
+  write_file(dir / "y.csv.gz", gzip_stored(Bytes(targets.begin(), targets.end())));
+  bp::CsvOptions s;
+  s.delimiter = ' ';
+  s.targets_path = dir / "y.csv.gz";
+  d = bp::load_csv<TestType>(dir / "x.csv.gz", s);
+  REQUIRE(d.inputs.rows() == 4);
+  REQUIRE(d.size() == 3);
+  REQUIRE(d.inputs(2, 0) == TestType(32.1));
+  REQUIRE(d.inputs(3, 1) == TestType(87));
+  REQUIRE(d.targets.rows() == 1);
+  REQUIRE(d.targets(0, 2) == TestType(141));
+  write_text(dir / "y.csv", "1\n2\n");
+  s.targets_path = dir / "y.csv";
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(dir / "x.csv.gz", s); }),
+               Catch::Contains("has 3 data rows but the targets file") && Catch::Contains("has 2"));
+  // skip_row drops the sample from both files.
+  write_text(dir / "y.csv", "1\nNA\n3\n");
+  s.missing = bp::MissingValues::skip_row;
+  d = bp::load_csv<TestType>(dir / "x.csv.gz", s);
+  REQUIRE(d.size() == 2);
+  REQUIRE(d.targets(0, 1) == TestType(3));
+  REQUIRE(d.inputs(0, 1) == TestType(72));
+  s.missing = bp::MissingValues::error;
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(dir / "x.csv.gz", s); }),
+               Catch::Contains("line 2, column 1: missing target"));
+
+  bp::CsvOptions both;
+  both.target_columns = {0};
+  both.classes = 3;
+  REQUIRE_THROWS_AS(bp::load_csv(p, both), bp::ValueError);
+  write_text(p, "1,2\n3,x\n");
+  both = {};
+  both.target_columns = {1};
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p, both); }),
+               Catch::Contains("line 2, column 2: 'x' is not a number"));
+  // A real-valued label without target_columns says what to do.
+  write_text(p, "1,0.5\n");
+  REQUIRE_THAT(data_error([&] { (void)bp::load_csv(p); }),
+               Catch::Contains("set CsvOptions::target_columns"));
+}
+
+TEST_CASE("load_csv never crashes on mutated files", "[io][csv][fuzz]") {
+  TempDir dir;
+  const fs::path p = dir / "f.csv";
+  const std::string base = "a,b,\"c\"\n1,2,x\n\"3\",4,\"y\"\"z\"\n5,NA,x\n";
+  std::mt19937 gen(7);
+  const std::string alphabet = ",\"\n\r 0123456789.-+eNA?x\t";
+  for (int round = 0; round < 2000; ++round) {
+    std::string text = base;
+    const int edits = 1 + static_cast<int>(gen() % 4);
+    for (int k = 0; k < edits; ++k) {
+      const std::size_t at = gen() % (text.size() + 1);
+      switch (gen() % 3) {
+        case 0:
+          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at),
+                      alphabet[gen() % alphabet.size()]);
+          break;
+        case 1:
+          if (at < text.size()) text.erase(at, 1);
+          break;
+        default:
+          if (at < text.size()) text[at] = alphabet[gen() % alphabet.size()];
+          break;
+      }
+    }
+    write_text(p, text);
+    bp::CsvOptions o;
+    o.has_header = round % 2 == 0;
+    o.missing = static_cast<bp::MissingValues>(round % 3);
+    if (round % 5 == 0) o.target_columns = {0};
+    try {
+      const auto d = bp::load_csv<double>(p, o);
+      d.check_consistent();
+      REQUIRE(d.inputs.allFinite());
+    } catch (const bp::DataError&) {
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("Scaler standardises, min-max scales, inverts, saves and loads",
+                   "[data][scaling]", float, double) {
+  using M = Eigen::Matrix<TestType, Eigen::Dynamic, Eigen::Dynamic>;
+  M x(3, 4);
+  x << 1, 2, 3, 4,     //
+      10, 10, 10, 10,  //
+      -5, 0, 5, 100;
+  const auto s = bp::Scaler<TestType>::standard(x);
+  const M z = s.transform(x);
+  for (Eigen::Index r : {0, 2}) {
+    REQUIRE_THAT(double(z.row(r).mean()), Catch::Matchers::WithinAbs(0.0, 1e-6));
+    REQUIRE_THAT(double(z.row(r).squaredNorm() / 4), Catch::Matchers::WithinRel(1.0, 1e-5));
+  }
+  REQUIRE(z.row(1).isZero());  // a constant feature: centred, not divided by 0
+  REQUIRE(s.offset()(0) == 2.5);
+  REQUIRE_THAT(s.factor()(0), Catch::Matchers::WithinRel(1.0 / std::sqrt(1.25), 1e-12));
+  REQUIRE(s.inverse(z).isApprox(x, TestType(1e-5)));
+
+  const auto m = bp::Scaler<TestType>::min_max(x, -1.0, 1.0);
+  const M y = m.transform(x);
+  REQUIRE(y.row(0).isApprox((Eigen::Matrix<TestType, 1, 4>() << TestType(-1), TestType(-1.0 / 3),
+                             TestType(1.0 / 3), TestType(1))
+                                .finished(),
+                            TestType(1e-6)));
+  REQUIRE(y(2, 3) == TestType(1));
+  REQUIRE(y(2, 0) == TestType(-1));
+  REQUIRE(y.row(1).isConstant(TestType(-1)));
+  REQUIRE(m.inverse(y).isApprox(x, TestType(1e-5)));
+  // Applied to new data with the training data's statistics (values outside the range too).
+  M fresh(3, 1);
+  fresh << 7, 10, -110;
+  REQUIRE(m.transform(fresh)(0, 0) == TestType(3));
+  REQUIRE(m.transform(fresh)(2, 0) == TestType(-3));
+
+  std::stringstream buf;
+  s.save(buf);
+  REQUIRE(bp::Scaler<TestType>::load(buf) == s);
+  TempDir dir;
+  m.save(dir / "m.scaler");
+  const auto back = bp::Scaler<TestType>::load(dir / "m.scaler");
+  REQUIRE(back == m);
+  REQUIRE(back.transform(x) == y);
+  bp::Dataset<TestType> data;
+  data.inputs = x;
+  back.apply(data);
+  REQUIRE(data.inputs == y);
+
+  REQUIRE_THROWS_AS(s.transform(M(2, 1)), bp::ShapeError);
+  REQUIRE_THROWS_AS(bp::Scaler<TestType>::standard(M(3, 0)), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::Scaler<TestType>::min_max(x, 1.0, 1.0), bp::ValueError);
+  M bad = x;
+  bad(1, 1) = std::numeric_limits<TestType>::quiet_NaN();
+  REQUIRE_THROWS_AS(bp::Scaler<TestType>::standard(bad), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::Scaler<TestType>::load(dir / "missing.scaler"), bp::ModelFormatError);
+}
+
+TEST_CASE("Scaler::load rejects damaged files", "[data][scaling]") {
+  std::stringstream buf;
+  Eigen::MatrixXd x(2, 3);
+  x << 1, 2, 3, 4, 5, 7;
+  bp::Scaler<double>::standard(x).save(buf);
+  const std::string good = buf.str();
+  const auto load_error = [](const std::string& text) {
+    std::istringstream in(text);
+    try {
+      (void)bp::Scaler<double>::load(in);
+    } catch (const bp::ModelFormatError& e) {
+      return std::string(e.what());
+    }
+    FAIL("expected a ModelFormatError for: " << text);
+    return std::string();
+  };
+  REQUIRE_THAT(load_error(""), Catch::Contains("not a backprop scaler"));
+  REQUIRE_THAT(load_error("backprop-scaler 2\n"), Catch::Contains("unsupported version 2"));
+  REQUIRE_THAT(load_error("backprop-scaler 1\nlog 2\n"), Catch::Contains("unknown kind 'log'"));
+  REQUIRE_THAT(load_error("backprop-scaler 1\nstandard -1\n"), Catch::Contains("bad row count"));
+  REQUIRE_THAT(load_error("backprop-scaler 1\nstandard 1\n1 nan 0\n"),
+               Catch::Contains("'nan' is not a finite number"));
+  REQUIRE_THAT(load_error(good + "3\n"), Catch::Contains("unexpected text"));
+  for (std::size_t cut = 0; cut + 1 < good.size(); ++cut) {
+    const std::string part = good.substr(0, cut);
+    std::istringstream in(part);
+    try {
+      const auto s = bp::Scaler<double>::load(in);
+      // A cut inside the last number can still parse (fewer digits); the rows must be whole.
+      REQUIRE(s.size() == 2);
+    } catch (const bp::ModelFormatError&) {
+    }
+  }
+}
+
+TEST_CASE("Scaler::load reads a huge row count in a short file as truncated", "[data][scaling]") {
+  // The rows are read before anything is sized by the count: no 16M-row allocation.
+  std::istringstream in("backprop-scaler 1\nmin_max 16777216\n0 1 0\n");
+  REQUIRE_THROWS_WITH(bp::Scaler<double>::load(in), Catch::Contains("truncated at row 2"));
+}
+
+TEST_CASE("class names save and load, any bytes, and damaged files are refused",
+          "[data][class_names]") {
+  const std::vector<std::string> names{"setosa", "narrow, long", "", "two\nlines", " spaced "};
+  std::stringstream buf;
+  bp::save_class_names(buf, names);
+  const std::string good = buf.str();
+  {
+    std::istringstream in(good);
+    REQUIRE(bp::load_class_names(in) == names);
+  }
+  TempDir dir;
+  const auto path = dir / "m.classes";
+  bp::save_class_names(path, names);
+  REQUIRE(bp::load_class_names(path) == names);
+  REQUIRE(bp::load_class_names(path).size() == 5);
+
+  const auto load_error = [](const std::string& text) {
+    std::istringstream in(text);
+    try {
+      (void)bp::load_class_names(in);
+    } catch (const bp::ModelFormatError& e) {
+      return std::string(e.what());
+    }
+    FAIL("expected a ModelFormatError for: " << text);
+    return std::string();
+  };
+  REQUIRE_THAT(load_error("backprop-scaler 1\n"), Catch::Contains("not a backprop class-names"));
+  REQUIRE_THAT(load_error("backprop-class-names 2\n"), Catch::Contains("unsupported version 2"));
+  REQUIRE_THAT(load_error("backprop-class-names 1\n-1\n"), Catch::Contains("bad class count"));
+  REQUIRE_THAT(load_error("backprop-class-names 1\n1\n9 short\n"),
+               Catch::Contains("name 0 is truncated"));
+  REQUIRE_THAT(load_error("backprop-class-names 1\n1\nx y\n"),
+               Catch::Contains("bad length of name 0"));
+  REQUIRE_THAT(load_error(good + "extra\n"), Catch::Contains("unexpected text"));
+  // Every proper prefix is refused (the count says how many names must follow).
+  for (std::size_t cut = 0; cut + 1 < good.size(); ++cut) {
+    std::istringstream in(good.substr(0, cut));
+    REQUIRE_THROWS_AS(bp::load_class_names(in), bp::ModelFormatError);
+  }
+  REQUIRE_THROWS_WITH(bp::load_class_names(dir / "missing.classes"),
+                      Catch::Contains("missing.classes"));
+}
+
+TEST_CASE("split is seeded, disjoint, complete and stratified", "[data][split]") {
+  bp::Dataset<float> d;
+  const int n = 103;
+  d.inputs.resize(2, n);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.inputs(0, i) = float(i);
+    d.inputs(1, i) = float(-i);
+    d.labels(i) = i < 70 ? 0 : (i < 100 ? 1 : 2);
+  }
+  d.targets = bp::one_hot<float>(d.labels, 3);
+  d.feature_names = {"a", "b"};
+  const auto s = bp::split(d, {.validation = 0.1, .test = 0.2, .seed = 5});
+  REQUIRE(s.test.size() == 14 + 6 + 1);  // round(0.2 * 70), round(0.2 * 30), round(0.2 * 3)
+  REQUIRE(s.validation.size() == 7 + 3 + 0);
+  REQUIRE(s.training.size() == n - 21 - 10);
+  REQUIRE(s.test.feature_names == d.feature_names);
+  std::set<int> seen;
+  for (const auto* part : {&s.training, &s.validation, &s.test}) {
+    part->check_consistent();
+    for (Eigen::Index i = 0; i < part->size(); ++i) {
+      const int id = static_cast<int>(part->inputs(0, i));
+      REQUIRE(seen.insert(id).second);
+      REQUIRE(part->labels(i) == d.labels(id));
+      REQUIRE(part->targets.col(i) == d.targets.col(id));
+      REQUIRE(part->inputs(1, i) == -float(id));
+      if (i > 0) REQUIRE(part->inputs(0, i) > part->inputs(0, i - 1));  // original order kept
+    }
+  }
+  REQUIRE(seen.size() == static_cast<std::size_t>(n));
+  const auto again = bp::split(d, {.validation = 0.1, .test = 0.2, .seed = 5});
+  REQUIRE(again.test.inputs == s.test.inputs);
+  const auto other = bp::split(d, {.validation = 0.1, .test = 0.2, .seed = 6});
+  REQUIRE(other.test.inputs != s.test.inputs);
+  // Without stratification, or without labels: one shuffle of all samples.
+  const auto plain = bp::split(d, {.test = 0.5, .stratify = false});
+  REQUIRE(plain.test.size() == 52);
+  bp::Dataset<float> r = d;
+  r.labels.resize(0);
+  r.targets = d.inputs.topRows(1);
+  const auto rs = bp::split(r, {.test = 0.25, .seed = 1});
+  REQUIRE(rs.test.size() == 26);
+  REQUIRE(rs.test.labels.size() == 0);
+  REQUIRE(rs.test.targets.row(0) == rs.test.inputs.row(0));
+
+  REQUIRE_THROWS_AS(bp::split(d, {.test = 1.0}), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::split(d, {.validation = 0.5, .test = 0.5}), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::split(d, {.test = -0.1}), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::split(d.slice(0, 1), {.test = 0.6}), bp::ValueError);  // empty training
+}
+
+TEST_CASE("ConfusionMatrix counts and derives precision, recall and F1", "[metrics]") {
+  Eigen::VectorXi truth(8), predicted(8);
+  truth << 0, 0, 0, 1, 1, 2, 2, 2;
+  predicted << 0, 0, 1, 1, 2, 2, 2, 0;
+  const bp::ConfusionMatrix m(predicted, truth, 4);
+  REQUIRE(m.counts()(0, 0) == 2);
+  REQUIRE(m.counts()(0, 1) == 1);
+  REQUIRE(m.counts()(2, 0) == 1);
+  REQUIRE(m.correct() == 5);
+  REQUIRE(m.accuracy() == 5.0 / 8);
+  REQUIRE(m.precision(0) == 2.0 / 3);
+  REQUIRE(m.recall(0) == 2.0 / 3);
+  REQUIRE(m.precision(1) == 0.5);
+  REQUIRE(m.recall(1) == 0.5);
+  REQUIRE_THAT(m.f1(2), Catch::Matchers::WithinRel(2.0 / 3, 1e-15));
+  REQUIRE(m.f1(3) == 0.0);  // no samples, no predictions: 0, not NaN
+  REQUIRE(m.support(2) == 3);
+  REQUIRE_THAT(m.macro_f1(), Catch::Matchers::WithinRel((2.0 / 3 + 0.5 + 2.0 / 3 + 0) / 4, 1e-15));
+  REQUIRE_THAT(m.weighted_f1(),
+               Catch::Matchers::WithinRel((3 * 2.0 / 3 + 2 * 0.5 + 3 * 2.0 / 3) / 8, 1e-15));
+  const std::string report = m.report({"cat", "dog", "emu", "yak"});
+  REQUIRE_THAT(report, Catch::Contains("emu") && Catch::Contains("0.6667") &&
+                           Catch::Contains("accuracy") && Catch::Contains("weighted avg"));
+  REQUIRE_THROWS_AS(bp::ConfusionMatrix(predicted, truth, 2), bp::ValueError);
+  REQUIRE_THROWS_AS(bp::ConfusionMatrix(predicted.head(3), truth, 4), bp::ShapeError);
+  REQUIRE_THROWS_AS(m.recall(4), bp::ValueError);
+}
+
+TEST_CASE("regression_metrics: MSE, RMSE, MAE and R^2", "[metrics][regression]") {
+  Eigen::MatrixXd t(2, 4), p(2, 4);
+  t << 1, 2, 3, 4,  //
+      5, 5, 5, 5;
+  p << 1, 2, 3, 6,  //
+      5, 5, 5, 5;
+  const auto m = bp::regression_metrics(p, t);
+  REQUIRE(m.mse == 4.0 / 8);
+  REQUIRE(m.rmse == std::sqrt(0.5));
+  REQUIRE(m.mae == 2.0 / 8);
+  // Row 0: 1 - 4 / 5; row 1 is constant and predicted exactly: 1. The mean of the two.
+  REQUIRE_THAT(m.r2, Catch::Matchers::WithinRel((0.2 + 1.0) / 2, 1e-15));
+  REQUIRE(m.samples == 4);
+  p(1, 0) = 6;
+  REQUIRE_THAT(bp::regression_metrics(p, t).r2, Catch::Matchers::WithinRel(0.1, 1e-14));
+  REQUIRE_THROWS_AS(bp::regression_metrics(p, t.leftCols(3)), bp::ShapeError);
+  REQUIRE_THROWS_AS(bp::regression_metrics(p.leftCols(0), t.leftCols(0)), bp::ValueError);
 }

@@ -523,3 +523,154 @@ TEST_CASE("sgd's sparse first layer gives the same parameters on 1 and 2 Eigen t
   check(bp::Network<bp::Dense<200, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{9});
   check(bp::Network<bp::Dense<200, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{9});
 }
+
+namespace {
+/// A regression data set: y = sum of the inputs, plus a little of their product.
+bp::Dataset<double> regression_data(Eigen::Index n, std::uint64_t seed) {
+  bp::Dataset<double> d;
+  d.inputs = bptest::random_matrix<double>(3, n, seed);
+  d.targets = d.inputs.colwise().sum() + 0.3 * d.inputs.row(0).cwiseProduct(d.inputs.row(1));
+  return d;
+}
+}  // namespace
+
+TEST_CASE("evaluate and predict refuse what they cannot answer", "[training][metrics]") {
+  using Reg = bp::BasicNetwork<double, bp::Dense<3, 4, bp::Tanh>, bp::Dense<4, 1, bp::Identity>>;
+  const Reg reg{1};
+  const auto data = regression_data(50, 2);
+  Eigen::VectorXi zeros = Eigen::VectorXi::Zero(50);
+  REQUIRE_THROWS_WITH(
+      reg.evaluate(data.inputs, zeros),
+      Contains("evaluate: the network has a single output") && Contains("regression_metrics"));
+  REQUIRE_THROWS_AS(reg.predict(data.inputs), bp::ValueError);
+
+  using Cls = bp::Network<bp::Dense<2, 4, bp::Tanh>, bp::Dense<4, 3, bp::Softmax>>;
+  const Cls net{3};
+  const Eigen::MatrixXf x = bptest::random_matrix<float>(2, 20, 4);
+  const Eigen::VectorXi predicted = net.predict(x);
+  const Eigen::MatrixXf out = net.feedforward(x);
+  for (Eigen::Index c = 0; c < 20; ++c) {
+    Eigen::Index arg = 0;
+    out.col(c).maxCoeff(&arg);
+    REQUIRE(predicted(c) == arg);
+  }
+  REQUIRE(net.evaluate(x, predicted) == 20);
+  Eigen::VectorXi labels = predicted;
+  labels(7) = 3;  // one past the last class
+  REQUIRE_THROWS_WITH(net.evaluate(x, labels),
+                      Contains("evaluate: label 3 of sample 7 is outside [0, 3)"));
+  labels(7) = -1;
+  REQUIRE_THROWS_AS(net.evaluate(x, labels), bp::ValueError);
+  REQUIRE_THROWS_AS(net.evaluate(x, labels.head(19)), bp::ShapeError);
+  REQUIRE_THROWS_AS(net.predict(Eigen::MatrixXf(3, 2)), bp::ShapeError);
+
+  bp::Dataset<float> d;
+  d.inputs = x;
+  d.labels = predicted;
+  d.targets = bp::one_hot<float>(d.labels, 3);
+  const bp::ConfusionMatrix m = bp::confusion_matrix(net, d);
+  REQUIRE(m.correct() == 20);
+  REQUIRE(m.classes() == 3);
+  d.labels.resize(0);
+  REQUIRE_THROWS_WITH(bp::confusion_matrix(net, d), Contains("has no labels"));
+}
+
+TEST_CASE("sgd's default cost fits the output layer", "[training][cost]") {
+  using Soft = bp::BasicNetwork<double, bp::Dense<2, 5, bp::Tanh>, bp::Dense<5, 3, bp::Softmax>>;
+  bp::Dataset<double> data;
+  data.inputs = bptest::random_matrix<double>(2, 40, 5);
+  data.labels.resize(40);
+  for (int i = 0; i < 40; ++i)
+    data.labels(i) = data.inputs(0, i) > 0.3 ? 2 : (data.inputs(1, i) > 0 ? 1 : 0);
+  data.targets = bp::one_hot<double>(data.labels, 3);
+  const bp::SgdOptions o{.epochs = 3, .mini_batch_size = 8, .eta = 0.5, .on_epoch = bp::quiet};
+  Soft a{9}, b{9}, c{9};
+  a.sgd(data, o);
+  b.sgd<bp::LogLikelihoodCost>(data, o);
+  c.sgd<bp::QuadraticCost>(data, o);  // still possible when asked for by name
+  REQUIRE(a == b);
+  REQUIRE(!(a == c));
+  static_assert(std::is_same_v<bp::detail::resolve_cost_t<bp::DefaultCost, bp::Softmax>,
+                               bp::LogLikelihoodCost>);
+  static_assert(
+      std::is_same_v<bp::detail::resolve_cost_t<bp::DefaultCost, bp::Sigmoid>, bp::QuadraticCost>);
+  static_assert(std::is_same_v<bp::detail::resolve_cost_t<bp::CrossEntropyCost, bp::Sigmoid>,
+                               bp::CrossEntropyCost>);
+  using Sig = bp::BasicNetwork<double, bp::Dense<2, 5, bp::Tanh>, bp::Dense<5, 3, bp::Sigmoid>>;
+  Sig s{9}, q{9};
+  s.sgd(data, o);
+  q.sgd<bp::QuadraticCost>(data, o);
+  REQUIRE(s == q);
+}
+
+TEST_CASE("sgd reports regression metrics for data without labels", "[training][regression]") {
+  using Reg = bp::BasicNetwork<double, bp::Dense<3, 16, bp::Tanh>, bp::Dense<16, 1, bp::Identity>>;
+  const auto train = regression_data(400, 6);
+  const auto test = regression_data(100, 7);
+  Reg net{4, bp::Init::scaled_normal};
+  std::vector<bp::EpochReport> seen;
+  const auto history = net.sgd(train,
+                               {.epochs = 30,
+                                .mini_batch_size = 10,
+                                .eta = 0.02,
+                                .monitor_training_accuracy = true,
+                                .on_epoch = [&](const bp::EpochReport& r) { seen.push_back(r); }},
+                               &test);
+  REQUIRE(seen.size() == 30);
+  for (const auto& r : history.epochs) {
+    REQUIRE(r.evaluation_regression.has_value());
+    REQUIRE(r.training_regression.has_value());
+    REQUIRE(!r.evaluation_accuracy.has_value());
+    REQUIRE(r.evaluation_correct == -1);
+  }
+  const auto last = *history.epochs.back().evaluation_regression;
+  const auto now = bp::regression_metrics(net, test);
+  REQUIRE(last.rmse == now.rmse);
+  REQUIRE(last.r2 == now.r2);
+  REQUIRE(last.samples == 100);
+  REQUIRE(now.r2 > 0.9);
+  REQUIRE(history.epochs.back().evaluation_regression->rmse <
+          history.epochs.front().evaluation_regression->rmse);
+  std::ostringstream line;
+  bp::print_epoch(history.epochs.back(), line);
+  REQUIRE_THAT(line.str(),
+               StartsWith("Epoch 30: RMSE ") && Contains("R^2") && Contains("training RMSE"));
+  REQUIRE_THAT(bp::ProgressReporter::summary(history.epochs.back()), Contains(": RMSE "));
+  std::ostringstream csv;
+  history.write_csv(csv);
+  const std::string text = csv.str();
+  REQUIRE_THAT(text, Contains(",evaluation_rmse,evaluation_mae,evaluation_r2\n"));
+  std::istringstream rows(text);
+  std::string header, row;
+  std::getline(rows, header);
+  std::getline(rows, row);
+  REQUIRE(std::count(row.begin(), row.end(), ',') == std::count(header.begin(), header.end(), ','));
+  REQUIRE_THROWS_AS(
+      bp::regression_metrics(net, bp::Dataset<double>{train.inputs, train.inputs, {}}),
+      bp::ShapeError);
+}
+
+TEST_CASE("sgd's default report is short for long runs", "[training]") {
+  for (int epochs : {1, 30, 50}) {
+    for (int e = 1; e <= epochs; ++e) REQUIRE(bp::prints_epoch_by_default(e, epochs));
+  }
+  for (int epochs : {51, 300, 1000, 12345}) {
+    int lines = 0;
+    for (int e = 1; e <= epochs; ++e) lines += bp::prints_epoch_by_default(e, epochs);
+    INFO(epochs);
+    REQUIRE(lines >= 20);
+    REQUIRE(lines <= 27);
+    REQUIRE(bp::prints_epoch_by_default(1, epochs));
+    REQUIRE(bp::prints_epoch_by_default(epochs, epochs));
+  }
+  // What sgd itself prints to std::cout by default.
+  const auto data = xor_data<double>();
+  bp::BasicNetwork<double, bp::Dense<2, 3, bp::Sigmoid>, bp::Dense<3, 1, bp::Sigmoid>> net{1};
+  std::ostringstream captured;
+  auto* old = std::cout.rdbuf(captured.rdbuf());
+  net.sgd(data, {.epochs = 300, .mini_batch_size = 4, .eta = 1.0});
+  std::cout.rdbuf(old);
+  const std::string text = captured.str();
+  REQUIRE(std::count(text.begin(), text.end(), '\n') == 26);  // 1, 12, 24, ..., 300
+  REQUIRE_THAT(text, StartsWith("Epoch 1 complete") && Contains("Epoch 300 complete"));
+}

@@ -21,13 +21,16 @@ namespace backprop {
 /// z is clamped below at -80 (float) / -700 (double) so e^-z never overflows;
 /// the result there is below 2e-35 either way.
 struct Sigmoid {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "sigmoid";
+  /// \brief a = 1 / (1 + e^-z), with z clamped as above.
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
     constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
     a.derived() = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
   }
+  /// \brief d = g (.) a (.) (1 - a).
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
@@ -38,11 +41,14 @@ struct Sigmoid {
 
 /// \brief Hyperbolic tangent, a = tanh z; sigma' = 1 - a^2.
 struct Tanh {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "tanh";
+  /// \brief a = tanh z.
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     a.derived() = z.array().tanh().matrix();
   }
+  /// \brief d = g (.) (1 - a^2).
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
@@ -53,12 +59,15 @@ struct Tanh {
 
 /// \brief Rectified linear unit, a = max(z, 0); sigma' = 1 for z > 0, else 0.
 struct ReLU {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "relu";
+  /// \brief a = max(z, 0).
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
     a.derived() = z.array().max(S(0)).matrix();
   }
+  /// \brief d = g where z > 0, else 0.
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
@@ -71,13 +80,17 @@ struct ReLU {
 /// a = z for z > 0, else slope * z.
 template <class Slope = std::ratio<1, 100>>
 struct BasicLeakyReLU {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "leaky_relu";
+  /// `Slope` as a double.
   static constexpr double slope = double(Slope::num) / double(Slope::den);
+  /// \brief a = z for z > 0, else slope * z.
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
     a.derived() = (z.array() > S(0)).select(z.array(), S(slope) * z.array()).matrix();
   }
+  /// \brief d = g where z > 0, else slope * g.
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
@@ -91,11 +104,14 @@ using LeakyReLU = BasicLeakyReLU<>;
 
 /// \brief Identity (linear output), a = z.
 struct Identity {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "identity";
+  /// \brief a = z.
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     a.derived() = z;
   }
+  /// \brief d = g.
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>&,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
@@ -106,7 +122,9 @@ struct Identity {
 /// \brief Softmax over each column, a_j = e^{z_j - max z} / sum_k e^{z_k - max z}.
 /// Backward: d = a (.) (g - sum(g (.) a)), the Jacobian-vector product.
 struct Softmax {
+  /// The activation's name in the model files.
   static constexpr std::string_view name = "softmax";
+  /// \brief a = softmax of each column of z (max-shifted, see above).
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a_) {
     // Column by column: no temporaries (no heap allocation per mini-batch).
@@ -117,6 +135,7 @@ struct Softmax {
       ac /= ac.sum();
     }
   }
+  /// \brief d = a (.) (g - sum(g (.) a)), column by column.
   template <class Z, class A, class G, class D>
   static void backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<A>& a,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {

@@ -18,6 +18,7 @@ namespace backprop {
 /// up, down, left and right (zeros shifted in), as network3.py's expand_mnist.py makes
 /// the book's 250,000 images from 50,000: sample s becomes samples 5 s .. 5 s + 4 (the
 /// original first), with the same targets and labels.
+/// \param data the images, one column per sample
 /// \param height, width, channels the image shape of a column (CHW order; MNIST: 28,
 ///        28, 1)
 /// \throws ShapeError if the inputs do not have channels x height x width rows or the

@@ -200,7 +200,9 @@ class Communicator {
 
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
+  /// \brief Takes over `other`'s communicator.
   Communicator(Communicator&& other) noexcept { swap(other); }
+  /// \brief Frees this communicator's own, then takes over `other`'s.
   Communicator& operator=(Communicator&& other) noexcept {
     if (this != &other) {
       Communicator tmp(std::move(other));
@@ -222,6 +224,7 @@ class Communicator {
   [[nodiscard]] MPI_Comm native() const noexcept { return m_comm; }
   /// \brief The communicator passed to the constructor.
   [[nodiscard]] MPI_Comm parent() const noexcept { return m_parent; }
+  /// \brief How `sum` reduces, as passed to the constructor.
   [[nodiscard]] Reduction reduction() const noexcept { return m_reduction; }
 
   /// \brief Every element becomes its sum over all ranks, the same bits on every rank.
@@ -384,8 +387,8 @@ int run(int argc, char** argv, F&& body) {
 /// near-equal parts (sizes differ by at most one, the first `n % size` ranks get one
 /// more), in rank order.
 struct ShardRange {
-  Eigen::Index first = 0;
-  Eigen::Index count = 0;
+  Eigen::Index first = 0;  ///< the index of the part's first sample
+  Eigen::Index count = 0;  ///< the number of samples in the part
 };
 
 /// \brief Rank `rank`'s part of `n` samples split over `size` ranks.

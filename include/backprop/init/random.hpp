@@ -47,11 +47,13 @@ inline double portable_log(double x) noexcept {
 /// integer sampling.
 class Rng {
  public:
+  /// 64 random bits (UniformRandomBitGenerator).
   using result_type = std::uint64_t;
 
   /// \brief Seeds the four state words from `seed` with splitmix64.
   explicit Rng(std::uint64_t seed = 0) noexcept { reseed(seed); }
 
+  /// \brief Restarts the sequence as `Rng(seed)` would.
   void reseed(std::uint64_t seed) noexcept {
     std::uint64_t x = seed;
     for (auto& s : m_state) {
@@ -64,7 +66,9 @@ class Rng {
     m_has_spare = false;
   }
 
+  /// \brief 0, the smallest value of `operator()`.
   static constexpr result_type min() noexcept { return 0; }
+  /// \brief 2^64 - 1, the largest value of `operator()`.
   static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
 
   /// \brief The next 64 random bits.

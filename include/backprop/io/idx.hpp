@@ -83,9 +83,9 @@ inline constexpr std::size_t idx_default_max_bytes = std::size_t{1} << 31;
 /// `bytes` holds the element data exactly as stored in the file (row-major, multi-byte
 /// types big-endian); `value()` and `to_vector()` decode it.
 struct IdxTensor {
-  IdxType type = IdxType::UByte;
-  std::vector<std::size_t> dims;
-  std::vector<unsigned char> bytes;
+  IdxType type = IdxType::UByte;     ///< the element type
+  std::vector<std::size_t> dims;     ///< the size of each dimension
+  std::vector<unsigned char> bytes;  ///< the element data as stored
 
   /// \brief Number of dimensions.
   [[nodiscard]] std::size_t rank() const noexcept { return dims.size(); }

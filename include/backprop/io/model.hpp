@@ -173,7 +173,7 @@ template <class Net>
   return std::string(buf.data(), r.ptr);
 }
 
-/// A name from a file, quoted for a message: printable ASCII kept, others as \xNN.
+/// A name from a file, quoted for a message: printable ASCII kept, others as `\xNN`.
 [[nodiscard]] inline std::string model_quote(std::string_view s) {
   static constexpr char hex[] = "0123456789ABCDEF";
   std::string out = "'";
@@ -259,7 +259,8 @@ template <class Net>
 
 /// Throws ShapeError if a parameter matrix of `net` no longer has its layer's shape (a
 /// user resized it), and ValueError if a parameter is not finite (such a model could
-/// not be loaded back). \param fn the caller's name for the message.
+/// not be loaded back). \param net the network to check \param fn the caller's name for
+/// the message.
 template <class Net>
 void model_check_for_save(const Net& net, const char* fn) {
   for_each_index<Net::num_layers>([&](auto i) {

@@ -88,23 +88,36 @@ class BatchNormLayer
     : public detail::ActivatedLayer<BatchNormLayer<Scalar_, C, H, W, Act, Eps, Momentum>, Act,
                                     Eigen::Matrix<Scalar_, Eigen::Dynamic, Eigen::Dynamic>> {
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  /// The activation after the normalization.
   using activation = Act;
   /// Values per channel and sample: 1 for BatchNorm, H W for BatchNorm2D.
   static constexpr int positions = H == 0 ? 1 : H * W;
+  /// C, the number of normalized channels (features).
   static constexpr int channels = C;
+  /// The flattened size of one sample.
   static constexpr int inputs = C * positions;
+  /// The flattened size of one sample's output (= `inputs`).
   static constexpr int outputs = inputs;
+  /// The shape of `weights()` (gamma) and `biases()` (beta).
+  ///@{
   static constexpr int weight_rows = C, weight_cols = 1, bias_rows = C;
+  ///@}
   /// running_mean and running_var, saved after the biases in the model files.
   static constexpr int state_rows = 2 * C;
+  /// eps in sqrt(var + eps), `Eps` as a double.
   static constexpr double epsilon = double(Eps::num) / double(Eps::den);
+  /// The running statistics' momentum, `Momentum` as a double.
   static constexpr double momentum = double(Momentum::num) / double(Momentum::den);
   /// The batch statistics are used in training passes (testing::check_gradients then
   /// checks the training pass; data-parallel training refuses the layer).
   static constexpr bool batch_statistics = true;
+  /// The name of the layer's record in the model files.
   static constexpr std::string_view model_name =
       detail::BatchNormName<C, H, W, Act, Eps, Momentum>::storage.view();
 
@@ -115,14 +128,19 @@ class BatchNormLayer
 
   /// \brief gamma, C x 1.
   [[nodiscard]] Matrix& weights() noexcept { return m_gamma; }
+  /// \brief gamma, C x 1 (read-only).
   [[nodiscard]] const Matrix& weights() const noexcept { return m_gamma; }
   /// \brief beta, C.
   [[nodiscard]] Vector& biases() noexcept { return m_beta; }
+  /// \brief beta, C (read-only).
   [[nodiscard]] const Vector& biases() const noexcept { return m_beta; }
   /// \brief running_mean (the first C values) and running_var (the last C).
   [[nodiscard]] Vector& state() noexcept { return m_state; }
+  /// \brief running_mean and running_var (read-only).
   [[nodiscard]] const Vector& state() const noexcept { return m_state; }
+  /// \brief The running mean of each channel (C values).
   [[nodiscard]] auto running_mean() const { return m_state.head(C); }
+  /// \brief The running variance of each channel (C values).
   [[nodiscard]] auto running_var() const { return m_state.tail(C); }
 
   /// \brief gamma = 1 and the running statistics reset (mean 0, variance 1), whatever
@@ -142,18 +160,22 @@ class BatchNormLayer
     g.batch_norm(m_gamma, m_beta, m_state, C, H, W, epsilon);
     g.template activation<Act>();
   }
+  /// \brief Reads what `write_onnx` writes.
   template <class Graph>
   void read_onnx(Graph& g) {
     g.batch_norm(m_gamma, m_beta, m_state, C, H, W, epsilon);
     g.template activation<Act>();
   }
 
+  /// \brief Equal gamma, beta and running statistics.
   friend bool operator==(const BatchNormLayer& a, const BatchNormLayer& b) {
     return a.m_gamma == b.m_gamma && a.m_beta == b.m_beta && a.m_state == b.m_state;
   }
 
   // ---- inference (const, thread-safe): the running statistics ----
 
+  /// \brief y = act(gamma xhat + beta) for a batch, xhat from the running statistics;
+  /// also z with `z_out`.
   template <class X>
   void forward(const X& x, Matrix& y, Matrix* z_out = nullptr) const {
     const Eigen::Ref<const Matrix> xr(x);
@@ -166,10 +188,17 @@ class BatchNormLayer
 
   // ---- training: the batch statistics ----
 
+  /// What a training pass keeps for its backward pass.
   struct Workspace {
+    /// z, a = act(z), delta = dC/dz and xhat of the batch.
+    ///@{
     Matrix z, a, delta, xhat;
+    ///@}
+    /// The batch statistics of each channel: mu, var and 1 / sqrt(var + eps).
+    ///@{
     Vector mean, var, inv_std;
-    bool trained = false;  // a training pass ran: backward updates the running statistics
+    ///@}
+    bool trained = false;  ///< a training pass ran: backward updates the running statistics
   };
 
   /// \throws ShapeError if a channel has fewer than two values in the batch
@@ -268,9 +297,13 @@ struct BatchNorm {
   static_assert(Activation<Act>, "backprop::BatchNorm: Act is not an activation");
   static_assert(Eps::num > 0 && Momentum::num >= 0 && Momentum::num <= Momentum::den,
                 "backprop::BatchNorm: Eps must be positive and Momentum in [0, 1]");
+  /// The activation after the normalization.
   using activation = Act;
+  /// N inputs per sample.
   static constexpr int inputs = N;
+  /// N outputs per sample.
   static constexpr int outputs = N;
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance = BatchNormLayer<Scalar, N, 0, 0, Act, Eps, Momentum>;
 };
@@ -284,11 +317,17 @@ struct BatchNorm2D {
   static_assert(Activation<Act>, "backprop::BatchNorm2D: Act is not an activation");
   static_assert(Eps::num > 0 && Momentum::num >= 0 && Momentum::num <= Momentum::den,
                 "backprop::BatchNorm2D: Eps must be positive and Momentum in [0, 1]");
+  /// The activation after the normalization.
   using activation = Act;
+  /// C x H x W.
   using input_shape = detail::ImageShape<C, H, W>;
+  /// The same as `input_shape`.
   using output_shape = input_shape;
+  /// C H W values per sample.
   static constexpr int inputs = C * H * W;
+  /// The same as `inputs`.
   static constexpr int outputs = inputs;
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance = BatchNormLayer<Scalar, C, H, W, Act, Eps, Momentum>;
 };

@@ -129,17 +129,34 @@ class Conv2DLayer
   using Geometry = detail::ConvGeometry<C, H, W, K, S, P>;
 
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  /// The activation, sigma.
   using activation = Act;
+  /// The input image, C x H x W.
+  ///@{
   static constexpr int in_channels = C, in_height = H, in_width = W;
+  ///@}
+  /// The template's OutChannels, Kernel, Stride and Padding.
+  ///@{
   static constexpr int out_channels = OC, kernel = K, stride = S, padding = P;
+  ///@}
+  /// OH = (H + 2 P - K) / S + 1.
   static constexpr int out_height = Geometry::out_height;
+  /// OW = (W + 2 P - K) / S + 1.
   static constexpr int out_width = Geometry::out_width;
+  /// C H W values per sample.
   static constexpr int inputs = C * H * W;
+  /// OC OH OW values per sample.
   static constexpr int outputs = OC * out_height * out_width;
+  /// The shape of `weights()` and `biases()`.
+  ///@{
   static constexpr int weight_rows = OC, weight_cols = C * K * K, bias_rows = OC;
+  ///@}
   /// The record name, e.g. "conv2d(1x28x28,20,k5,s1,p0,relu)".
   static constexpr std::string_view model_name =
       detail::ConvName<C, H, W, OC, K, S, P, Act>::storage.view();
@@ -148,9 +165,11 @@ class Conv2DLayer
 
   /// \brief W, OutChannels x (C K K): row o is filter o, PyTorch's weight[o] flattened.
   [[nodiscard]] Matrix& weights() noexcept { return m_weights; }
+  /// \brief W (read-only).
   [[nodiscard]] const Matrix& weights() const noexcept { return m_weights; }
   /// \brief b, one per output channel.
   [[nodiscard]] Vector& biases() noexcept { return m_biases; }
+  /// \brief b (read-only).
   [[nodiscard]] const Vector& biases() const noexcept { return m_biases; }
 
   /// \brief As `Dense`: b ~ N(0, 1) for `Init::normal` and `scaled_normal`, else zero.
@@ -168,12 +187,14 @@ class Conv2DLayer
     g.conv(m_weights, m_biases, C, H, W, OC, K, S, P);
     g.template activation<Act>();
   }
+  /// \brief Reads what `write_onnx` writes.
   template <class Graph>
   void read_onnx(Graph& g) {
     g.conv(m_weights, m_biases, C, H, W, OC, K, S, P);
     g.template activation<Act>();
   }
 
+  /// \brief Equal W and b.
   friend bool operator==(const Conv2DLayer& a, const Conv2DLayer& b) {
     return a.m_weights == b.m_weights && a.m_biases == b.m_biases;
   }
@@ -203,7 +224,11 @@ class Conv2DLayer
 
   /// What a training pass keeps: the windows of its input, z and the output.
   struct Workspace {
+    /// The windows X_p of the input (im2col), z, a = sigma(z), delta = dC/dz, and the
+    /// buffers of Delta (one row per window) and of Delta W.
+    ///@{
     Matrix patches, z, a, delta, stacked, dpatches;
+    ///@}
   };
 
   /// \brief Training forward pass into `ws` (no random masks).
@@ -296,13 +321,21 @@ struct Conv2D {
   static_assert(Activation<Act>,
                 "backprop::Conv2D: Act is not an activation: it must satisfy "
                 "backprop::Activation");
+  /// The activation, sigma.
   using activation = Act;
+  /// OH, the height of the output.
   static constexpr int out_height = (InHeight + 2 * Padding - Kernel) / Stride + 1;
+  /// OW, the width of the output.
   static constexpr int out_width = (InWidth + 2 * Padding - Kernel) / Stride + 1;
+  /// InChannels x InHeight x InWidth.
   using input_shape = detail::ImageShape<InChannels, InHeight, InWidth>;
+  /// OutChannels x OH x OW.
   using output_shape = detail::ImageShape<OutChannels, out_height, out_width>;
+  /// The flattened size of one input sample.
   static constexpr int inputs = input_shape::size;
+  /// The flattened size of one output sample.
   static constexpr int outputs = output_shape::size;
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance =
       Conv2DLayer<Scalar, InChannels, InHeight, InWidth, OutChannels, Kernel, Act, Stride, Padding>;

@@ -47,14 +47,17 @@ using SmallVector = std::conditional_t<(Rows <= 64), Eigen::Matrix<Scalar, Rows,
 /// \brief One `Dense` layer for a scalar type: its parameters W (Out x In) and b (Out),
 /// and its forward and backward passes (see the file comment for the maths). This is
 /// what `net.layer<I>()` returns for a `Dense` layer I.
-/// \tparam Scalar `float` or `double`
+/// \tparam Scalar_ `float` or `double`
 template <class Scalar_, int In, int Out, class Act>
 class DenseLayer
     : public detail::ActivatedLayer<DenseLayer<Scalar_, In, Out, Act>, Act,
                                     Eigen::Matrix<Scalar_, Eigen::Dynamic, Eigen::Dynamic>> {
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   /// Out x In. Storage rule: parameters are always dynamic (heap) Eigen
   /// matrices, whatever the layer size. Large layers must be (784 x 100 doubles
@@ -66,11 +69,20 @@ class DenseLayer
   using WeightMatrix = Matrix;
   /// Out x 1 (dynamic storage, see `WeightMatrix`).
   using BiasVector = Vector;
+  /// The activation, sigma.
   using activation = Act;
+  /// In inputs per sample.
   static constexpr int inputs = In;
+  /// Out outputs per sample.
   static constexpr int outputs = Out;
-  /// The shape of `weights()` and `biases()`.
+  /// The shape of `weights()` and `biases()`: Out x In and Out.
   static constexpr int weight_rows = Out, weight_cols = In, bias_rows = Out;
+  /// \var weight_cols
+  /// In, the columns of `weights()`.
+
+  /// \var bias_rows
+  /// Out, the rows of `biases()`.
+
   /// The name of the layer's record in the model files: the activation's name.
   static constexpr std::string_view model_name = Act::name;
 
@@ -78,9 +90,11 @@ class DenseLayer
 
   /// \brief W, Out x In. Mutable: users may set parameters directly.
   [[nodiscard]] WeightMatrix& weights() noexcept { return m_weights; }
+  /// \brief W, Out x In (read-only).
   [[nodiscard]] const WeightMatrix& weights() const noexcept { return m_weights; }
   /// \brief b, Out x 1.
   [[nodiscard]] BiasVector& biases() noexcept { return m_biases; }
+  /// \brief b, Out x 1 (read-only).
   [[nodiscard]] const BiasVector& biases() const noexcept { return m_biases; }
 
   /// \brief Draws b (N(0,1) for `Init::normal` and `scaled_normal`, else zero).
@@ -101,6 +115,7 @@ class DenseLayer
     g.template activation<Act>();
   }
 
+  /// \brief Equal W and b.
   friend bool operator==(const DenseLayer& a, const DenseLayer& b) {
     return a.m_weights == b.m_weights && a.m_biases == b.m_biases;
   }
@@ -135,18 +150,26 @@ class DenseLayer
   /// row indices for up to 65536 inputs).
   using SparseInputs =
       detail::SparseColumns<Scalar, std::conditional_t<(In <= 65536), std::uint16_t, std::int32_t>>;
+  /// A mini-batch of the columns of the sparse copy (`sparse_batch`).
   using SparseInputBatch = detail::SparseBatch<Scalar, typename SparseInputs::RowIndexType>;
 
   /// What a training pass keeps for its backward pass, and reused buffers.
   struct Workspace {
+    /// z, a = sigma(z) and delta = dC/dz of the batch.
+    ///@{
     Matrix z, a, delta;
-    // Packing buffers of the large products (forward, backward, weight gradient).
+    ///@}
+    /// Packing buffers of the large products (forward, backward, weight gradient).
+    ///@{
     detail::GemmWorkspace<Scalar> gemm_forward, gemm_backward, gemm_update;
-    // First layer only: sgd's sparse copy of the inputs, and its working copy of the
-    // weights with whole-vector columns (pad_first_layer) while `padded_active`.
+    ///@}
+    /// First layer only: sgd's sparse copy of the inputs, and its working copy of the
+    /// weights with whole-vector columns (pad_first_layer) while `padded_active`.
+    ///@{
     SparseInputs sparse;
     Matrix padded;
     bool padded_active = false;
+    ///@}
   };
 
   /// \brief Training forward pass into `ws` (`masks`, the dropout generator, is unused).
@@ -241,6 +264,7 @@ class DenseLayer
 #else
   static constexpr bool pad_weights = false;
 #endif
+  /// Out rounded up to whole 16-float vectors: the rows of the padded copy of W.
   static constexpr int padded_rows = (Out + 15) / 16 * 16;
 
   /// \brief Start of an epoch's mini-batches: with `plain_sparse` (plain SGD on the
@@ -286,8 +310,12 @@ class DenseLayer
   using SampleVector = detail::SmallVector<Scalar, N>;
   /// z and the activations of one sample, on the stack up to 64 rows.
   struct SampleState {
+    /// z and a = sigma(z).
+    ///@{
     detail::SmallVector<Scalar, Out> z, a;
+    ///@}
   };
+  /// One sample's input for the per-sample path, on the stack up to 64 rows.
   using SampleInput = detail::SmallVector<Scalar, In>;
 
   /// \brief One sample's training pass (no dropout: backprop is the seed's algorithm).
@@ -483,8 +511,11 @@ struct Dense {
   static_assert(Activation<Act>,
                 "backprop::Dense<In, Out, Act>: Act is not an activation: it must satisfy "
                 "backprop::Activation (static name plus value/derivative, or forward/backward)");
+  /// In inputs per sample.
   static constexpr int inputs = In;
+  /// Out outputs per sample.
   static constexpr int outputs = Out;
+  /// The activation, sigma.
   using activation = Act;
   /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>

@@ -29,10 +29,11 @@ class DropoutDenseLayer : public DenseLayer<Scalar, In, Out, Act> {
   static constexpr double dropout_rate =
       static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
 
+  /// The `Dense` workspace plus the mask of the training pass.
   struct Workspace : Base::Workspace {
-    Matrix mask;     // already divided by 1 - p
-    Matrix dropped;  // the masked output passed on
-    bool active = false;
+    Matrix mask;          ///< already divided by 1 - p
+    Matrix dropped;       ///< the masked output passed on
+    bool active = false;  ///< whether this pass masked its output
   };
 
   using Base::forward;
@@ -58,10 +59,12 @@ class DropoutDenseLayer : public DenseLayer<Scalar, In, Out, Act> {
     }
   }
 
+  /// \brief What the training pass passes on: the masked output, if masked.
   [[nodiscard]] static const Matrix& output(const Workspace& ws) noexcept {
     return ws.active ? ws.dropped : ws.a;
   }
 
+  /// \brief Multiplies g = dC/dy by the pass's mask, then the `Dense` backward pass.
   template <class X, class Sink>
   void backward(const X& x, Workspace& ws, Matrix& g, Matrix* dx, Sink& sink) {
     if (ws.active) g.array() *= ws.mask.array();
@@ -88,8 +91,10 @@ struct DropoutDense : Dense<In, Out, Act> {
   /// p, the probability of dropping each output in training.
   static constexpr double dropout_rate =
       static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance = DropoutDenseLayer<Scalar, In, Out, Act, Rate>;
+  /// The name of earlier versions for `Instance`.
   template <class Scalar>
   using Parameters = Instance<Scalar>;
 };
@@ -99,31 +104,48 @@ struct DropoutDense : Dense<In, Out, Act> {
 template <class Scalar_, int N, class Rate>
 class DropoutLayer {
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  /// N inputs per sample.
   static constexpr int inputs = N;
+  /// N outputs per sample.
   static constexpr int outputs = N;
+  /// The shape of `weights()` and `biases()`: empty.
+  ///@{
   static constexpr int weight_rows = 0, weight_cols = 0, bias_rows = 0;
+  ///@}
+  /// p, the probability of dropping each value in training.
   static constexpr double dropout_rate =
       static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
   /// The record name: "dropout" (the rate is a training setting, not part of the model).
   static constexpr std::string_view model_name = "dropout";
 
+  /// \brief No weights: an empty matrix.
+  ///@{
   [[nodiscard]] Matrix& weights() noexcept { return m_none; }
   [[nodiscard]] const Matrix& weights() const noexcept { return m_none; }
+  ///@}
+  /// \brief No biases: an empty vector.
+  ///@{
   [[nodiscard]] Vector& biases() noexcept { return m_none_b; }
   [[nodiscard]] const Vector& biases() const noexcept { return m_none_b; }
+  ///@}
   /// \brief ONNX (io/onnx.hpp): nothing (inference is the identity); reading passes
   /// over Dropout and Identity nodes.
   template <class Graph>
   void write_onnx(Graph& g) const {
     g.dropout(N);
   }
+  /// \brief Reads what `write_onnx` writes.
   template <class Graph>
   void read_onnx(Graph& g) {
     g.dropout(N);
   }
+  /// \brief Always equal: no parameters.
   friend bool operator==(const DropoutLayer&, const DropoutLayer&) { return true; }
 
   /// \brief Inference: y = x.
@@ -132,9 +154,13 @@ class DropoutLayer {
     y = x;
   }
 
+  /// What a training pass keeps for its backward pass.
   struct Workspace {
-    Matrix y, mask;  // the mask is already divided by 1 - p
-    bool active = false;
+    /// The output and the mask (already divided by 1 - p).
+    ///@{
+    Matrix y, mask;
+    ///@}
+    bool active = false;  ///< whether this pass masked its output
   };
 
   /// \brief Training pass: y = m (.) x with m_k = 1/(1 - p) with probability 1 - p, else 0
@@ -155,6 +181,7 @@ class DropoutLayer {
     ws.y.noalias() = x.cwiseProduct(ws.mask);
   }
 
+  /// \brief What the training pass passes on, y.
   [[nodiscard]] static const Matrix& output(const Workspace& ws) noexcept { return ws.y; }
 
   /// \brief dC/dx = m (.) dC/dy (or dC/dy when the pass had no mask).
@@ -182,10 +209,14 @@ struct Dropout {
   static_assert(N > 0, "backprop::Dropout<N, Rate>: N must be positive");
   static_assert(Rate::num >= 0 && Rate::num < Rate::den,
                 "backprop::Dropout<N, Rate>: the drop rate must be in [0, 1)");
+  /// N inputs per sample.
   static constexpr int inputs = N;
+  /// N outputs per sample.
   static constexpr int outputs = N;
+  /// p, the probability of dropping each value in training.
   static constexpr double dropout_rate =
       static_cast<double>(Rate::num) / static_cast<double>(Rate::den);
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance = DropoutLayer<Scalar, N, Rate>;
 };

@@ -43,29 +43,48 @@ struct MaxPoolName {
 template <class Scalar_, int C, int H, int W, int Pool>
 class MaxPool2DLayer {
  public:
+  /// `float` or `double`.
   using Scalar = Scalar_;
+  /// A batch, one column per sample.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// A column vector.
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  /// H / Pool, the height of the output.
   static constexpr int out_height = H / Pool;
+  /// W / Pool, the width of the output.
   static constexpr int out_width = W / Pool;
+  /// C H W values per sample.
   static constexpr int inputs = C * H * W;
+  /// C (H / Pool) (W / Pool) values per sample.
   static constexpr int outputs = C * out_height * out_width;
+  /// The shape of `weights()` and `biases()`: empty.
+  ///@{
   static constexpr int weight_rows = 0, weight_cols = 0, bias_rows = 0;
+  ///@}
+  /// The record name, e.g. "maxpool2d(20x24x24,2)".
   static constexpr std::string_view model_name = detail::MaxPoolName<C, H, W, Pool>::storage.view();
 
+  /// \brief No weights: an empty matrix.
+  ///@{
   [[nodiscard]] Matrix& weights() noexcept { return m_none; }
   [[nodiscard]] const Matrix& weights() const noexcept { return m_none; }
+  ///@}
+  /// \brief No biases: an empty vector.
+  ///@{
   [[nodiscard]] Vector& biases() noexcept { return m_none_b; }
   [[nodiscard]] const Vector& biases() const noexcept { return m_none_b; }
+  ///@}
   /// \brief ONNX (io/onnx.hpp): MaxPool(kernel_shape = strides = [Pool, Pool]).
   template <class Graph>
   void write_onnx(Graph& g) const {
     g.max_pool(C, H, W, Pool);
   }
+  /// \brief Reads what `write_onnx` writes.
   template <class Graph>
   void read_onnx(Graph& g) {
     g.max_pool(C, H, W, Pool);
   }
+  /// \brief Always equal: no parameters.
   friend bool operator==(const MaxPool2DLayer&, const MaxPool2DLayer&) { return true; }
 
   /// \brief The window maxima of a batch (one column per sample).
@@ -79,10 +98,12 @@ class MaxPool2DLayer {
   /// What a training pass keeps: the output and, per output, the row of the input that
   /// holds the maximum (where backward sends the gradient).
   struct Workspace {
-    Matrix a;
+    Matrix a;  ///< the output
+    /// The input row of each output's maximum.
     Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic> argmax;
   };
 
+  /// \brief Training pass: the window maxima and where they are (no random masks).
   template <class X>
   void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
     const Eigen::Ref<const Matrix> xr(x);
@@ -91,6 +112,7 @@ class MaxPool2DLayer {
     pool(xr, ws.a, &ws.argmax);
   }
 
+  /// \brief What the training pass passes on: the window maxima.
   [[nodiscard]] static const Matrix& output(const Workspace& ws) noexcept { return ws.a; }
 
   /// \brief dC/din(argmax of each window) = dC/dout of the window; zero elsewhere.
@@ -150,10 +172,15 @@ struct MaxPool2D {
   static_assert(InHeight % Pool == 0 && InWidth % Pool == 0,
                 "backprop::MaxPool2D<Channels, InHeight, InWidth, Pool>: Pool must divide "
                 "InHeight and InWidth (the windows do not overlap and must cover the image)");
+  /// Channels x InHeight x InWidth.
   using input_shape = detail::ImageShape<Channels, InHeight, InWidth>;
+  /// Channels x (InHeight / Pool) x (InWidth / Pool).
   using output_shape = detail::ImageShape<Channels, InHeight / Pool, InWidth / Pool>;
+  /// The flattened size of one input sample.
   static constexpr int inputs = input_shape::size;
+  /// The flattened size of one output sample.
   static constexpr int outputs = output_shape::size;
+  /// The layer object for a scalar type (`net.layer<I>()`).
   template <class Scalar>
   using Instance = MaxPool2DLayer<Scalar, Channels, InHeight, InWidth, Pool>;
 };

@@ -89,8 +89,10 @@ void size_state(M& m, const P& like) {
 /// uses the fused update (one product per weight matrix, no gradient buffer); `update`
 /// is what that fused path computes, for use through the generic interface.
 struct PlainSgd {
+  /// None: plain SGD keeps no state.
   template <class Scalar>
   struct State {};
+  /// \brief param <- param - eta mean_gradient.
   template <class P, class G, class S>
   void update(P& param, const G& mean_gradient, S&, double eta, long long) const {
     param.noalias() -= static_cast<typename P::Scalar>(eta) * mean_gradient;
@@ -102,11 +104,15 @@ struct PlainSgd {
 /// usual reformulation of Nesterov's accelerated gradient for a gradient taken at p.
 struct Momentum {
   double mu = 0.9;  ///< the "friction" coefficient, in [0, 1)
+  /// The look-ahead (Nesterov) form.
   bool nesterov = false;
+  /// The state of one parameter matrix.
   template <class Scalar>
   struct State {
+    /// v, the shape of the parameter (zero until the first update).
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> velocity;
   };
+  /// \brief One step on `param` with G = `mean_gradient` and learning rate `eta`.
   template <class P, class G, class S>
   void update(P& param, const G& mean_gradient, S& state, double eta, long long) const {
     using Scalar = typename P::Scalar;
@@ -128,14 +134,20 @@ struct Momentum {
 /// coupled form; `weight_decay` > 0 gives AdamW's decoupled decay (Loshchilov and
 /// Hutter): additionally p <- p - eta weight_decay p, using p before the Adam step.
 struct Adam {
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double epsilon = 1e-8;
+  double beta1 = 0.9;         ///< b1, the decay of m
+  double beta2 = 0.999;       ///< b2, the decay of v
+  double epsilon = 1e-8;      ///< added to the denominator
   double weight_decay = 0.0;  ///< > 0: AdamW
+  /// The state of one parameter matrix.
   template <class Scalar>
   struct State {
+    /// m and v, the shape of the parameter (zero until the first update).
+    ///@{
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> m, v;
+    ///@}
   };
+  /// \brief One step on `param` with G = `mean_gradient`, learning rate `eta` and
+  /// t = `step` (1 for the first update).
   template <class P, class G, class S>
   void update(P& param, const G& mean_gradient, S& state, double eta, long long step) const {
     using Scalar = typename P::Scalar;

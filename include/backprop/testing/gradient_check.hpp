@@ -30,6 +30,7 @@ struct GradientCheckResult {
   /// Number of parameters checked.
   long long checked = 0;
 
+  /// \brief Whether `max_error` is at most `tolerance`.
   [[nodiscard]] bool passed(double tolerance) const noexcept { return max_error <= tolerance; }
 };
 
@@ -46,6 +47,7 @@ inline double scaled_error(double analytic, double numeric) {
 /// per-sample `backprop`, where C is `Cost` summed over the columns of X, Y.
 /// \tparam Cost the cost to differentiate (default `QuadraticCost`)
 /// \param net a double-precision network (it is copied; the original is unchanged)
+/// \param X, Y the inputs and targets, one column per sample
 /// \param h the step; 1e-6 suits double
 /// \returns the largest scaled error and where it occurred
 template <class Cost = QuadraticCost, class Net, class DX, class DY>

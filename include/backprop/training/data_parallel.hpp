@@ -483,7 +483,7 @@ struct DataParallel : Trainer<Net> {
       try {
         if (options.on_epoch) {
           options.on_epoch(report);
-        } else if (r == 0) {
+        } else if (r == 0 && prints_epoch_by_default(epoch, options.epochs)) {
           print_epoch(report);
         }
       } catch (...) {

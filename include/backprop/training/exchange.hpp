@@ -31,10 +31,15 @@ concept GradientExchange = requires(E& e, const E& ce, std::span<float> f, std::
 
 /// \brief The exchange of a single process: rank 0 of 1, sums are the identity.
 struct SingleProcess {
+  /// \brief 0.
   [[nodiscard]] int rank() const noexcept { return 0; }
+  /// \brief 1.
   [[nodiscard]] int size() const noexcept { return 1; }
+  /// \brief Nothing to do: the sum over one process.
+  ///@{
   void sum(std::span<float>) noexcept {}
   void sum(std::span<double>) noexcept {}
+  ///@}
 };
 
 /// \brief How the training data is spread over the processes of a data-parallel `sgd`.

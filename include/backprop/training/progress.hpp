@@ -39,8 +39,10 @@ inline bool is_terminal(const std::ostream& out) {
 /// prints only the summary line per epoch.
 class ProgressReporter {
  public:
+  /// \brief Reports to `out`, live when `out` is a terminal (see `is_terminal`).
   explicit ProgressReporter(std::ostream& out = std::cout)
       : ProgressReporter(out, is_terminal(out)) {}
+  /// \brief Reports to `out`, drawing the progress bar if `live`. `out` must outlive it.
   ProgressReporter(std::ostream& out, bool live) : m_out(&out), m_live(live) {}
 
   /// \brief Sets `options.on_batch` (live mode only) and `options.on_epoch`.
@@ -50,6 +52,7 @@ class ProgressReporter {
     options.on_epoch = [this](const EpochReport& r) { on_epoch(r); };
   }
 
+  /// \brief Redraws the progress bar (at most every 0.1 s, and at the epoch's last batch).
   void on_batch(const BatchProgress& p) {
     const bool last = p.samples_done == p.samples_total;
     if (!last && p.seconds - m_last_draw < 0.1 && p.seconds >= m_last_draw) return;
@@ -72,6 +75,7 @@ class ProgressReporter {
     m_drawn = true;
   }
 
+  /// \brief Clears the progress bar, if drawn, and prints `summary(r)` on a line.
   void on_epoch(const EpochReport& r) {
     if (m_drawn) *m_out << "\r\033[K";  // clear the bar
     m_drawn = false;
@@ -87,12 +91,15 @@ class ProgressReporter {
     if (r.evaluation_correct >= 0) {
       s << ": " << r.evaluation_correct << " / " << r.evaluation_total << " (" << std::fixed
         << std::setprecision(2) << 100.0 * *r.evaluation_accuracy << "%)";
+    } else if (const auto& m = r.evaluation_regression) {
+      s << std::setprecision(4) << ": RMSE " << m->rmse << "  MAE " << m->mae << "  R^2 " << m->r2;
     } else {
       s << " complete";
     }
     s << std::defaultfloat << std::setprecision(4);
     if (r.training_cost) s << "  train cost " << *r.training_cost;
     if (r.training_accuracy) s << "  train acc " << 100.0 * *r.training_accuracy << '%';
+    if (r.training_regression) s << "  train RMSE " << r.training_regression->rmse;
     if (r.evaluation_cost) s << "  eval cost " << *r.evaluation_cost;
     s << "  " << std::fixed << std::setprecision(2) << r.seconds << " s";
     return s.str();

@@ -18,6 +18,7 @@ namespace backprop {
 /// 0-based epoch. Build one with the named constructors, e.g.
 /// `.schedule = Schedule::cosine()`.
 struct Schedule {
+  /// The schedules.
   enum class Kind {
     constant,          ///< eta_t = eta0
     halve_on_plateau,  ///< the book's: eta /= 2 after `patience` epochs without a new best
@@ -25,13 +26,14 @@ struct Schedule {
     step,              ///< eta_t = eta0 gamma^floor(t / every)
     cosine             ///< eta_t = eta0/2 (1 + cos(pi t / T)), T = `period` or the epochs
   };
-  Kind kind = Kind::constant;
+  Kind kind = Kind::constant;       ///< which schedule
   int patience = 10;                ///< halve_on_plateau
   double stop_below = 1.0 / 128.0;  ///< halve_on_plateau
   int every = 10;                   ///< step
   double gamma = 0.1;               ///< step
   int period = 0;                   ///< cosine; 0 means `SgdOptions::epochs`
 
+  /// \brief eta0 in every epoch (the default).
   [[nodiscard]] static Schedule constant() { return {}; }
   /// \brief The book's "no-improvement-in-n" schedule (needs evaluation data).
   [[nodiscard]] static Schedule halve_on_plateau(int n = 10, double stop_factor = 1.0 / 128.0) {
@@ -41,6 +43,7 @@ struct Schedule {
     s.stop_below = stop_factor;
     return s;
   }
+  /// \brief eta multiplied by `factor` every `every_epochs` epochs.
   [[nodiscard]] static Schedule step(int every_epochs, double factor) {
     Schedule s;
     s.kind = Kind::step;
@@ -48,6 +51,7 @@ struct Schedule {
     s.gamma = factor;
     return s;
   }
+  /// \brief Cosine annealing from eta0 towards 0 over `epochs` (0: `SgdOptions::epochs`).
   [[nodiscard]] static Schedule cosine(int epochs = 0) {
     Schedule s;
     s.kind = Kind::cosine;
@@ -80,6 +84,7 @@ struct Schedule {
 /// `end_epoch(accuracy)` after it; `finished()` tells `sgd` to stop (halve_on_plateau).
 class LearningRate {
  public:
+  /// \brief Schedule `s` from `eta0` over a run of `epochs` epochs.
   LearningRate(const Schedule& s, double eta0, int epochs)
       : m_s(s), m_eta0(eta0), m_eta(eta0), m_epochs(epochs) {}
 

@@ -127,6 +127,10 @@ struct Trainer {
     }
   }
 
+  /// Labelled data on a network with more than one output: accuracy; else regression.
+  static bool is_classification(const Dataset<Scalar>& d) noexcept {
+    return outputs > 1 && d.has_labels();
+  }
   static void check_labels(const char* fn, const Dataset<Scalar>& d) {
     for (Eigen::Index i = 0; i < d.labels.size(); ++i) {
       if (d.labels(i) < 0 || d.labels(i) >= outputs) {
@@ -385,28 +389,34 @@ struct Trainer {
         report.training_cost =
             net.template total_cost<Cost>(training_data, options.lambda, options.lambda1);
       }
-      if (options.monitor_training_accuracy && training_data.labels.size() == n) {
-        report.training_accuracy =
-            static_cast<double>(net.evaluate(training_data.inputs, training_data.labels)) /
-            static_cast<double>(n);
+      if (options.monitor_training_accuracy) {
+        if (is_classification(training_data)) {
+          report.training_accuracy =
+              static_cast<double>(net.evaluate(training_data.inputs, training_data.labels)) /
+              static_cast<double>(n);
+        } else {
+          report.training_regression = regression_metrics(net, training_data);
+        }
       }
       if (evaluation_data != nullptr && !evaluation_data->empty()) {
         if (options.monitor_evaluation_cost) {
           report.evaluation_cost =
               net.template total_cost<Cost>(*evaluation_data, options.lambda, options.lambda1);
         }
-        if (options.monitor_evaluation_accuracy && evaluation_data->labels.size() != 0) {
+        if (options.monitor_evaluation_accuracy && is_classification(*evaluation_data)) {
           report.evaluation_correct =
               net.evaluate(evaluation_data->inputs, evaluation_data->labels);
           report.evaluation_total = evaluation_data->size();
           report.evaluation_accuracy = static_cast<double>(report.evaluation_correct) /
                                        static_cast<double>(report.evaluation_total);
+        } else if (options.monitor_evaluation_accuracy) {
+          report.evaluation_regression = regression_metrics(net, *evaluation_data);
         }
       }
       history.epochs.push_back(report);
       if (options.on_epoch) {
         options.on_epoch(report);
-      } else {
+      } else if (prints_epoch_by_default(epoch, options.epochs)) {
         print_epoch(report);
       }
       if (control.stop_after(report, net, history)) break;
@@ -444,8 +454,9 @@ TrainingHistory BasicNetwork<Scalar_, Layers...>::sgd(const Dataset<Scalar>& tra
                                                       const SgdOptions& options,
                                                       const Dataset<Scalar>* evaluation_data,
                                                       const Opt& optimizer) {
-  return detail::Trainer<BasicNetwork>::template sgd<Cost>(*this, training_data, options,
-                                                           evaluation_data, optimizer);
+  return detail::Trainer<BasicNetwork>::template sgd<
+      detail::resolve_cost_t<Cost, OutputActivation>>(*this, training_data, options,
+                                                      evaluation_data, optimizer);
 }
 
 template <class Scalar_, class... Layers>
@@ -456,8 +467,9 @@ TrainingHistory BasicNetwork<Scalar_, Layers...>::sgd(const Dataset<Scalar>& tra
                                                       const Opt& optimizer, Ex& exchange,
                                                       DataLayout layout) {
   if (exchange.size() <= 1) return sgd<Cost>(training_data, options, evaluation_data, optimizer);
-  return detail::DataParallel<BasicNetwork>::template sgd<Cost>(
-      *this, training_data, options, evaluation_data, optimizer, exchange, layout);
+  return detail::DataParallel<BasicNetwork>::template sgd<
+      detail::resolve_cost_t<Cost, OutputActivation>>(*this, training_data, options,
+                                                      evaluation_data, optimizer, exchange, layout);
 }
 
 }  // namespace backprop
