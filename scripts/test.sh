@@ -5,8 +5,8 @@
 # order, each in its own build directory build/ci-<stage>, and stops at the
 # first failing stage. Ends with a table of stages and the line
 # "<passed> passed, <failed> failed" (ctest tests summed over all ctest runs;
-# the stages that are not ctest runs - headers, package, format - count as one
-# test each).
+# the stages that are not ctest runs - headers, docs, package, format - count as
+# one test each).
 #
 # Environment:
 #   BACKPROP_CI_STAGES   comma-separated subset, e.g. "gcc,format" (default: all)
@@ -18,13 +18,13 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 exec 3>&1  # the terminal, for the few lines a logged stage shows directly
 
-all_stages=(gcc clang asan tsan fuzz headers compile-fail package examples mpi format)
+all_stages=(gcc clang asan tsan fuzz headers docs compile-fail package examples mpi format)
 jobs=${BACKPROP_JOBS:-2}
 
 # ---- packages ---------------------------------------------------------------
-# python3-onnx: the ONNX checker of the onnx.runtime test (gcc stage).
+# python3-onnx: the ONNX checker of the onnx.runtime test (gcc stage); doxygen: docs stage.
 packages=(cmake g++ make libeigen3-dev catch2 pkg-config clang clang-format libclang-rt-14-dev
-  python3-onnx
+  python3-onnx doxygen
   npm ca-certificates gzip libopenmpi-dev openmpi-bin)
 
 # shellcheck source=scripts/deps.sh
@@ -191,6 +191,28 @@ stage_headers() {
   configure build/ci-headers -DCMAKE_CXX_COMPILER="$cxx_gcc" -DBACKPROP_BUILD_TESTS=OFF \
     -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_VERIFY_HEADERS=ON
   cmake --build build/ci-headers -j "$jobs" --target all_verify_interface_header_sets
+  count 1 0
+}
+
+stage_docs() {
+  # The API reference (docs/Doxyfile: the public headers, README.md and the guides in
+  # docs/ as pages, backprop::detail left out), into build/ci-docs/html. Any warning
+  # fails the stage (WARN_AS_ERROR = FAIL_ON_WARNINGS: Doxygen prints all of them, then
+  # exits non-zero): an undocumented public entity, a wrong \param name, an unknown
+  # command, a reference that does not resolve. Rebuilt from scratch every run (a few
+  # seconds), so no pages of removed entities linger.
+  rm -rf build/ci-docs
+  mkdir -p build/ci-docs
+  echo "doxygen $(doxygen --version | head -n 1): docs/Doxyfile"
+  local rc=0
+  BACKPROP_DOCS_OUT=build/ci-docs doxygen docs/Doxyfile 2>build/ci-docs/warnings.log || rc=$?
+  cat build/ci-docs/warnings.log
+  if [[ $rc -ne 0 ]]; then
+    echo "doxygen failed (exit $rc): $(grep -c -E ': (warning|error): ' build/ci-docs/warnings.log)" \
+      "warnings, listed above and in build/ci-docs/warnings.log"
+    return "$rc"
+  fi
+  echo "API reference: build/ci-docs/html/index.html"
   count 1 0
 }
 
