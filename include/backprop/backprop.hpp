@@ -22,6 +22,7 @@
 #include "metrics/metrics.hpp"
 #include "network.hpp"
 #include "optimizers/optimizers.hpp"
+#include "subnormals.hpp"
 #include "testing/gradient_check.hpp"
 #include "training/options.hpp"
 #include "training/progress.hpp"

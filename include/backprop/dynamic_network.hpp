@@ -35,6 +35,7 @@
 #include "io/model.hpp"
 #include "io/onnx.hpp"
 #include "layers/batchnorm.hpp"
+#include "subnormals.hpp"
 
 namespace backprop {
 
@@ -178,6 +179,7 @@ class DynamicNetwork {
                        m_layers.front().describe() + ") expects " + std::to_string(inputs()));
     }
     const Eigen::Ref<const Matrix> in(x.derived());
+    const detail::FlushSubnormals flush;  // as BasicNetwork::feedforward (subnormals.hpp)
     Matrix a, b;
     apply(m_layers.front(), in, a);
     for (std::size_t i = 1; i < m_layers.size(); ++i) {

@@ -40,6 +40,7 @@
 #include "layers/dense.hpp"
 #include "layers/dropout.hpp"
 #include "optimizers/optimizers.hpp"
+#include "subnormals.hpp"
 #include "training/exchange.hpp"
 #include "training/options.hpp"
 
@@ -159,6 +160,7 @@ class BasicNetwork {
     detail::check_scalar<BasicNetwork, Derived>();
     detail::check_rows("feedforward", "input", x.rows(), inputs, 0);
     detail::check_parameters(*this, "feedforward");
+    const detail::FlushSubnormals flush;
     if constexpr (Derived::ColsAtCompileTime == 1) {
       return forward_vector<0>(x.derived());
     } else {
@@ -183,6 +185,7 @@ class BasicNetwork {
                        " and " + std::to_string(y.cols()) +
                        " columns (use gradient() for batches)");
     }
+    const detail::FlushSubnormals flush;
     if constexpr ((detail::HasSamplePath<typename Layers::template Instance<Scalar>> && ...)) {
       return detail::sample_gradients<Cost>(*this, x, y);
     } else {
@@ -194,17 +197,16 @@ class BasicNetwork {
   }
 
   /// \brief Sum over the columns of the per-sample gradients, computed with
-  /// whole-batch products. \returns `{sum nabla_b, sum nabla_w}`.
+  /// whole-batch products (sparse inputs in memory: as `update_mini_batch`).
+  /// \returns `{sum nabla_b, sum nabla_w}`.
   template <class Cost = QuadraticCost, class DX, class DY>
-  [[nodiscard]] Gradients gradient(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y) {
-    detail::check_batch(*this, "gradient", X, Y);
-    return batch_gradients<Cost>(X.derived(), Y.derived(), nullptr, m_work, m_dout);
-  }
+  [[nodiscard]] Gradients gradient(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y);
 
   /// \brief One step of mini-batch gradient descent on the m columns of X, Y:
   /// w -= eta/m * sum of per-sample gradients (likewise b), with whole-batch
   /// products. X and Y may be any expressions (e.g. `X.middleCols(k, m)`); they
-  /// are not copied.
+  /// are not copied. When X is a column-major matrix in memory with at most half of it
+  /// nonzero, a first `Dense` layer uses sgd's sparse kernels on a copy of its nonzeros.
   /// \throws ShapeError on wrong shapes; ValueError if eta is not finite and > 0.
   template <class Cost = QuadraticCost, class DX, class DY>
   void update_mini_batch(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y,
@@ -479,6 +481,7 @@ class BasicNetwork {
     detail::check_scalar<BasicNetwork, Derived>();
     detail::check_rows(fn, "input", X.rows(), inputs, 0);
     detail::check_parameters(*this, fn);
+    const detail::FlushSubnormals flush;
     if constexpr (outputs == 1) {
       throw ValueError(std::string(fn) +
                        ": the network has a single output, so there is no class to pick (a "

@@ -9,7 +9,9 @@
 #include <limits>
 #include <span>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -673,4 +675,159 @@ TEST_CASE("sgd's default report is short for long runs", "[training]") {
   const std::string text = captured.str();
   REQUIRE(std::count(text.begin(), text.end(), '\n') == 26);  // 1, 12, 24, ..., 300
   REQUIRE_THAT(text, StartsWith("Epoch 1 complete") && Contains("Epoch 300 complete"));
+}
+
+namespace {
+
+// An identity activation that, each time the network applies it, multiplies two tiny
+// floats (1e-20 * 1e-20 = 1e-40, a subnormal) and remembers whether the result was
+// flushed to zero: it sees the floating-point state the library computes in.
+struct ProbeIdentity {
+  static constexpr std::string_view name = "probe_identity";
+  static inline int flushed = 0;
+  static inline int kept = 0;
+  static void probe() {
+    volatile float tiny = 1e-20f;
+    const float product = tiny * tiny;
+    (product == 0.0f ? flushed : kept) += 1;
+  }
+  template <class T>
+  static T value(T z) {
+    probe();
+    return z;
+  }
+  template <class T>
+  static T derivative(T, T) {
+    return T(1);
+  }
+};
+
+bool caller_flushes() {
+  volatile float tiny = 1e-20f;
+  return tiny * tiny == 0.0f;
+}
+
+}  // namespace
+
+TEST_CASE("training and inference flush subnormals; the caller's setting is restored",
+          "[training][subnormals]") {
+  using Net = bp::Network<bp::Dense<3, 4, ProbeIdentity>, bp::Dense<4, 2, bp::Sigmoid>>;
+  Net net{1};
+  bp::Dataset<float> data;
+  data.inputs = Eigen::MatrixXf::Random(3, 20);
+  data.targets = Eigen::MatrixXf::Random(2, 20).cwiseAbs();
+  REQUIRE_FALSE(caller_flushes());  // the C++ default: subnormals are kept
+
+  const auto run = [&](bool throw_in_callback) {
+    ProbeIdentity::flushed = ProbeIdentity::kept = 0;
+    int callback_flushed = 0, batch_callback_flushed = 0;
+    bp::SgdOptions o{.epochs = 2, .mini_batch_size = 5, .eta = 0.1};
+    o.on_epoch = [&](const bp::EpochReport&) {
+      callback_flushed += caller_flushes();
+      if (throw_in_callback) throw std::runtime_error("stop");
+    };
+    o.on_batch = [&](const bp::BatchProgress&) { batch_callback_flushed += caller_flushes(); };
+    if (throw_in_callback) {
+      REQUIRE_THROWS_WITH(net.sgd(data, o), "stop");
+    } else {
+      (void)net.sgd(data, o);
+    }
+    REQUIRE(callback_flushed == 0);
+    REQUIRE(batch_callback_flushed == 0);
+    REQUIRE_FALSE(caller_flushes());
+  };
+  SECTION("sgd, its callbacks and an exception out of a callback") {
+    run(false);
+    CHECK(ProbeIdentity::flushed > 0);
+    CHECK(ProbeIdentity::kept == 0);
+    run(true);
+    CHECK(ProbeIdentity::flushed > 0);
+    CHECK(ProbeIdentity::kept == 0);
+  }
+  SECTION("feedforward, evaluate, backprop, gradient and update_mini_batch") {
+    ProbeIdentity::flushed = ProbeIdentity::kept = 0;
+    (void)net.feedforward(data.inputs);
+    (void)net.feedforward(Eigen::VectorXf(data.inputs.col(0)));
+    (void)net.evaluate(data.inputs, Eigen::VectorXi::Zero(20));
+    (void)net.backprop(data.inputs.col(0), data.targets.col(0));
+    (void)net.gradient(data.inputs, data.targets);
+    net.update_mini_batch(data.inputs, data.targets, 0.1);
+    CHECK(ProbeIdentity::flushed > 0);
+    CHECK(ProbeIdentity::kept == 0);
+    REQUIRE_FALSE(caller_flushes());
+  }
+  SECTION("set_flush_subnormals(false) keeps them everywhere") {
+    REQUIRE(bp::flush_subnormals());
+    bp::set_flush_subnormals(false);
+    ProbeIdentity::flushed = ProbeIdentity::kept = 0;
+    (void)net.sgd(data, {.epochs = 1, .mini_batch_size = 5, .eta = 0.1, .on_epoch = bp::quiet});
+    (void)net.feedforward(data.inputs);
+    bp::set_flush_subnormals(true);
+    CHECK(ProbeIdentity::kept > 0);
+    CHECK(ProbeIdentity::flushed == 0);
+  }
+#if BACKPROP_DETAIL_FP_CONTROL
+  SECTION("a caller that flushes itself keeps flushing, in callbacks too") {
+    const auto before = bp::detail::read_fp_control();
+    bp::detail::write_fp_control(before | bp::detail::fp_flush_bits);
+    int callback_flushed = 0;
+    (void)net.sgd(
+        data,
+        {.epochs = 1, .mini_batch_size = 5, .eta = 0.1, .on_epoch = [&](const bp::EpochReport&) {
+           callback_flushed += caller_flushes();
+         }});
+    const bool still = caller_flushes();
+    bp::detail::write_fp_control(before);
+    CHECK(callback_flushed == 1);
+    CHECK(still);
+  }
+#endif
+}
+
+TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the products, any stride",
+                   "[training][sparse]", float, double) {
+  using Net =
+      bp::BasicNetwork<TestType, bp::Dense<50, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
+  using Matrix = Eigen::Matrix<TestType, Eigen::Dynamic, Eigen::Dynamic>;
+  bp::Rng rng(11);
+  // 80% zeros, as MNIST's pixels: the sparse first layer takes these batches. The
+  // backing matrix has 7 extra rows, so a Map sees columns 57 apart.
+  Matrix tall = Matrix::Zero(57, 40);
+  for (Eigen::Index i = 0; i < tall.size(); ++i) {
+    if (rng.uniform() < 0.2) tall(i) = static_cast<TestType>(rng.normal());
+  }
+  const Matrix X = tall.topRows(50);
+  const Matrix Y = Matrix::Random(3, 40).cwiseAbs();
+  Net block{5}, strided{5}, products{5};
+  for (Eigen::Index k = 0; k < 40; k += 10) {
+    block.update_mini_batch(X.middleCols(k, 10), Y.middleCols(k, 10), 0.5);
+    const Eigen::Map<const Matrix, 0, Eigen::OuterStride<>> view(tall.data() + k * 57, 50, 10,
+                                                                 Eigen::OuterStride<>(57));
+    strided.update_mini_batch(view, Y.middleCols(k, 10), 0.5);
+    // An expression without direct access goes through the products.
+    products.update_mini_batch((X.middleCols(k, 10).array() * TestType(1)).matrix(),
+                               Y.middleCols(k, 10), 0.5);
+  }
+  const double tol = std::is_same_v<TestType, float> ? 1e-5 : 1e-12;
+  bp::detail::for_each_index<2>([&](auto i) {
+    CHECK((block.template layer<i>().weights() - products.template layer<i>().weights())
+              .cwiseAbs()
+              .maxCoeff() < tol);
+    CHECK((block.template layer<i>().biases() - products.template layer<i>().biases())
+              .cwiseAbs()
+              .maxCoeff() < tol);
+    CHECK(block.template layer<i>().weights() == strided.template layer<i>().weights());
+    CHECK(block.template layer<i>().biases() == strided.template layer<i>().biases());
+  });
+  CHECK(block.template layer<0>().weights() != Net{5}.template layer<0>().weights());
+
+  // gradient takes the same path.
+  const auto [sparse_b, sparse_w] = block.gradient(X.leftCols(20), Y.leftCols(20));
+  const auto [dense_b, dense_w] =
+      block.gradient((X.leftCols(20).array() * TestType(1)).matrix(), Y.leftCols(20));
+  bp::detail::for_each_index<2>([&](auto i) {
+    CHECK((std::get<i>(sparse_w) - std::get<i>(dense_w)).cwiseAbs().maxCoeff() < tol);
+    CHECK((std::get<i>(sparse_b) - std::get<i>(dense_b)).cwiseAbs().maxCoeff() < tol);
+    CHECK(std::get<i>(dense_w).cwiseAbs().maxCoeff() > 0);
+  });
 }

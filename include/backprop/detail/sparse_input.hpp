@@ -156,9 +156,14 @@ struct SparseColumns {
   /// having read only a sample of the columns when that suffices.
   bool build(const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& m, double max_density,
              bool& finite) {
+    return build(m.data(), m.rows(), m.cols(), m.rows(), max_density, finite);
+  }
+
+  /// The same for the d x n column-major matrix at `data` whose columns start
+  /// `outer_stride` coefficients apart.
+  bool build(const Scalar* data, Eigen::Index d, Eigen::Index n, Eigen::Index outer_stride,
+             double max_density, bool& finite) {
     starts.clear();  // the buffers are kept: a rebuild of the same size allocates nothing
-    const Eigen::Index n = m.cols();
-    const Eigen::Index d = m.rows();
     if (n == 0 || d == 0 || max_density <= 0.0 ||
         d - 1 > static_cast<Eigen::Index>(std::numeric_limits<RowIndex>::max())) {
       return false;
@@ -167,7 +172,9 @@ struct SparseColumns {
     const Eigen::Index probe = std::min<Eigen::Index>(n, 256);
     Eigen::Index nonzero = 0;
     for (Eigen::Index k = 0; k < probe; ++k) {
-      nonzero += (m.col(k * n / probe).array() != Scalar(0)).count();
+      const Scalar* col = data + (k * n / probe) * outer_stride;
+      nonzero +=
+          (Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(col, d) != Scalar(0)).count();
     }
     const double total = static_cast<double>(n) * static_cast<double>(d);
     const double estimate = static_cast<double>(nonzero) / static_cast<double>(probe * d);
@@ -191,7 +198,7 @@ struct SparseColumns {
         }
         reserve(std::max(capacity + capacity / 2, count + ud), count);
       }
-      const Scalar* col = m.data() + c * d;
+      const Scalar* col = data + c * outer_stride;
       RowIndex* r_out = rows.get();
       Scalar* v_out = values.get();
       Eigen::Index r = 0;

@@ -20,8 +20,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <numeric>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "../activations/activations.hpp"
 #include "../concepts.hpp"
@@ -170,6 +172,12 @@ class DenseLayer
     Matrix padded;
     bool padded_active = false;
     ///@}
+    /// First layer only: update_mini_batch's sparse copy of its batch (apart from sgd's,
+    /// which a callback's call must not overwrite) and the batch's sample indices.
+    ///@{
+    SparseInputs batch_sparse;
+    std::vector<Eigen::Index> batch_samples;
+    ///@}
   };
 
   /// \brief Training forward pass into `ws` (`masks`, the dropout generator, is unused).
@@ -244,6 +252,26 @@ class DenseLayer
     SparseInputBatch xs{&ws.sparse, samples, count};
     xs.parallel = parallel_sparse(xs);
     return xs;
+  }
+
+  /// \brief update_mini_batch's sparse first layer: when `x` (In x m, column-major, any
+  /// column stride) has at most `density` nonzeros, copies them into the workspace and
+  /// returns the batch of its m columns (the same kernels as sgd's sparse path; NaN and
+  /// Inf are kept as nonzeros, as the products would propagate them); otherwise nullptr.
+  /// 784-30-10, batch 10, MNIST: see bench W1 train_contiguous.
+  [[nodiscard]] const SparseInputBatch* sparse_mini_batch(Workspace& ws, const Scalar* x,
+                                                          Eigen::Index m, Eigen::Index stride,
+                                                          SparseInputBatch& out,
+                                                          double density = 0.5) const {
+    bool finite = true;
+    if (!ws.batch_sparse.build(x, In, m, stride, density, finite)) return nullptr;
+    if (ws.batch_samples.size() != static_cast<std::size_t>(m)) {
+      ws.batch_samples.resize(static_cast<std::size_t>(m));
+      std::iota(ws.batch_samples.begin(), ws.batch_samples.end(), Eigen::Index{0});
+    }
+    out = SparseInputBatch{&ws.batch_sparse, ws.batch_samples.data(), m};
+    out.parallel = parallel_sparse(out);
+    return &out;
   }
 
   /// \brief Asks for the nonzeros of sparse sample `s` in the level-2 cache.

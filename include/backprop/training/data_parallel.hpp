@@ -316,6 +316,8 @@ struct DataParallel : Trainer<Net> {
     const int r = ex.rank();
     const bool sharded = layout == DataLayout::sharded;
     const Eigen::Index n_total = agree_on_training(net, train, options, eval, ex, layout);
+    FlushSubnormals flush;  // restored around the callbacks and on return (subnormals.hpp)
+    const FlushSubnormalsOnWorkers flush_workers;
     const Eigen::Index n = train.size();
     const Eigen::Index m = static_cast<Eigen::Index>(options.mini_batch_size);
     const Eigen::Index steps = (n_total + m - 1) / m;
@@ -410,7 +412,7 @@ struct DataParallel : Trainer<Net> {
             p.samples_total = n_total;
             p.running_cost = done > 0 ? running / static_cast<double>(done) : 0.0;
             p.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-            options.on_batch(p);
+            flush.call_user([&] { options.on_batch(p); });
           } catch (...) {
             pending = std::current_exception();
             pending_where = "in on_batch after epoch " + std::to_string(epoch) + ", mini-batch " +
@@ -482,7 +484,7 @@ struct DataParallel : Trainer<Net> {
       history.epochs.push_back(report);
       try {
         if (options.on_epoch) {
-          options.on_epoch(report);
+          flush.call_user([&] { options.on_epoch(report); });
         } else if (r == 0 && prints_epoch_by_default(epoch, options.epochs)) {
           print_epoch(report);
         }

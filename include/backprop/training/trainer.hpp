@@ -70,12 +70,39 @@ struct Trainer {
     }
   }
 
+  /// When X (inputs x m) is a column-major matrix in memory (a Matrix, a block of its
+  /// columns, a Map with any column stride) and the first layer has sgd's sparse path
+  /// (Dense), builds the sparse copy of X's nonzeros if at most half of X is nonzero,
+  /// calls f(sparse batch) and returns true; otherwise returns false (the products then).
+  template <class DX, class F>
+  static bool with_sparse_batch(Net& net, const Eigen::MatrixBase<DX>& X, F&& f) {
+    if constexpr (TakesSparseInputs<First> && (DX::Flags & Eigen::DirectAccessBit) != 0 &&
+                  !DX::IsRowMajor) {
+      const DX& x = X.derived();
+      if (x.innerStride() != 1) return false;
+      typename First::SparseInputBatch xs{};
+      const auto* batch = net.template layer<0>().sparse_mini_batch(
+          std::get<0>(net.m_work), x.data(), x.cols(), x.outerStride(), xs);
+      if (batch == nullptr) return false;
+      f(*batch);
+      return true;
+    } else {
+      return false;
+    }
+  }
+
   template <class Cost, class DX, class DY>
   static void update_mini_batch(Net& net, const DX& X, const DY& Y, double eta) {
     check_batch(net, "update_mini_batch", X, Y);
     check_eta("update_mini_batch", eta);
+    const FlushSubnormals flush;
     std::vector<PlainSgd::State<Scalar>> no_state;
     Buffers no_buffers;
+    const bool sparse = with_sparse_batch(net, X, [&](const auto& batch) {
+      step<Cost>(net, batch, Y.derived(), eta, Regularisation{}, PlainSgd{}, no_state, no_buffers,
+                 0);
+    });
+    if (sparse) return;
     step<Cost>(net, X.derived(), Y.derived(), eta, Regularisation{}, PlainSgd{}, no_state,
                no_buffers, 0);
   }
@@ -291,6 +318,8 @@ struct Trainer {
                              const SgdOptions& options, const Dataset<Scalar>* evaluation_data,
                              const Opt& optimizer) {
     validate_training(net, training_data, options, evaluation_data, true, false);
+    FlushSubnormals flush;  // restored around the callbacks and on return (subnormals.hpp)
+    const FlushSubnormalsOnWorkers flush_workers;
     const Eigen::Index n = training_data.size();
     const Eigen::Index m = static_cast<Eigen::Index>(options.mini_batch_size);
     std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
@@ -376,7 +405,7 @@ struct Trainer {
           p.samples_total = n;
           p.running_cost = running / static_cast<double>(k + count);
           p.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-          options.on_batch(p);
+          flush.call_user([&] { options.on_batch(p); });
         }
       }
       end_epoch(net);
@@ -415,7 +444,7 @@ struct Trainer {
       }
       history.epochs.push_back(report);
       if (options.on_epoch) {
-        options.on_epoch(report);
+        flush.call_user([&] { options.on_epoch(report); });
       } else if (prints_epoch_by_default(epoch, options.epochs)) {
         print_epoch(report);
       }
@@ -431,6 +460,21 @@ struct Trainer {
 #include "data_parallel.hpp"
 
 namespace backprop {
+
+template <class Scalar_, class... Layers>
+template <class Cost, class DX, class DY>
+typename BasicNetwork<Scalar_, Layers...>::Gradients BasicNetwork<Scalar_, Layers...>::gradient(
+    const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DY>& Y) {
+  detail::check_batch(*this, "gradient", X, Y);
+  const detail::FlushSubnormals flush;
+  Gradients out;
+  const bool sparse =
+      detail::Trainer<BasicNetwork>::with_sparse_batch(*this, X, [&](const auto& batch) {
+        out = batch_gradients<Cost>(batch, Y.derived(), nullptr, m_work, m_dout);
+      });
+  if (!sparse) out = batch_gradients<Cost>(X.derived(), Y.derived(), nullptr, m_work, m_dout);
+  return out;
+}
 
 template <class Scalar_, class... Layers>
 template <class Cost, class DX, class DY>
