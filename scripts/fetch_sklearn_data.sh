@@ -53,7 +53,7 @@ fi
 
 src="/$SUBDIR"
 tmp=""
-cleanup() { [[ -n "$tmp" ]] && rm -rf "$tmp"; }
+cleanup() { if [[ -n "$tmp" ]]; then rm -rf "$tmp"; fi; }
 trap cleanup EXIT
 if ! all_in "$src"; then
   if ! command -v apt-get >/dev/null 2>&1; then
