@@ -558,8 +558,10 @@ void outer_product_columns(Scalar* out, const Scalar* d, const Scalar* x, Eigen:
     alignas(64) float pattern[P::vectors * 16];
     if constexpr (Out <= 32) {
       // Up to 32 rows: each pattern vector is one two-source permutation of d.
-      constexpr unsigned low = Out >= 16 ? 0xFFFFu : (1u << Out) - 1u;
-      constexpr unsigned high = Out > 16 ? (1u << (Out - 16)) - 1u : 0u;
+      // (The shift counts are clamped so that the branch not taken is still a valid
+      // shift: clang warns about a negative or too wide one even there.)
+      constexpr unsigned low = Out >= 16 ? 0xFFFFu : (1u << (Out >= 16 ? 0 : Out)) - 1u;
+      constexpr unsigned high = Out > 16 ? (1u << (Out > 16 ? Out - 16 : 0)) - 1u : 0u;
       const __m512 d0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(low), d);
       const __m512 d1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(high), d + 16);
       for (int t = 0; t < P::vectors; ++t) {
