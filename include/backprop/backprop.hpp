@@ -13,6 +13,7 @@
 #include "errors.hpp"
 #include "init/initializers.hpp"
 #include "init/random.hpp"
+#include "instruction_set.hpp"
 #include "io/io.hpp"
 #include "layers/batchnorm.hpp"
 #include "layers/conv.hpp"

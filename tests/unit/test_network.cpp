@@ -4,6 +4,7 @@
 #include <backprop/backprop.hpp>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <thread>
@@ -697,4 +698,130 @@ TEST_CASE("backprop's weight-gradient writer equals the outer product for any sh
   check(std::integral_constant<int, 32>{});
   check(std::integral_constant<int, 33>{});
   check(std::integral_constant<int, 100>{});
+}
+
+TEST_CASE("The instruction set is detected, capped and named", "[network][isa]") {
+  const bp::InstructionSet cpu = bp::detected_instruction_set();
+  CHECK(static_cast<int>(bp::instruction_set()) <= static_cast<int>(cpu));
+  for (auto isa :
+       {bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512}) {
+    CHECK(bp::parse_instruction_set(bp::to_string(isa)) == isa);
+  }
+  CHECK_THROWS_MATCHES(bp::parse_instruction_set("sse9"), bp::ValueError,
+                       Catch::Matchers::Message(
+                           "backprop: unknown instruction set \"sse9\" (expected portable, avx2 "
+                           "or avx512)"));
+  const bp::InstructionSet before = bp::instruction_set();
+  bp::set_max_instruction_set(bp::InstructionSet::portable);
+  CHECK(bp::instruction_set() == bp::InstructionSet::portable);
+  bp::set_max_instruction_set(bp::InstructionSet::avx512);
+  CHECK(bp::instruction_set() == cpu);  // a cap above the CPU changes nothing
+
+  // BACKPROP_MAX_ISA, as the first use reads it (read again here).
+  const char* env = std::getenv("BACKPROP_MAX_ISA");
+  const std::string saved = env != nullptr ? env : "";
+  ::setenv("BACKPROP_MAX_ISA", "avx1024", 1);
+  CHECK_THROWS_MATCHES(bp::detail::read_active_isa(), bp::ValueError,
+                       Catch::Matchers::Message("backprop: BACKPROP_MAX_ISA is \"avx1024\"; "
+                                                "expected portable, avx2 or avx512"));
+  ::setenv("BACKPROP_MAX_ISA", "portable", 1);
+  CHECK(bp::detail::read_active_isa() == 0);
+  CHECK(bp::instruction_set() == bp::InstructionSet::portable);
+  if (env != nullptr) {
+    ::setenv("BACKPROP_MAX_ISA", saved.c_str(), 1);
+  } else {
+    ::unsetenv("BACKPROP_MAX_ISA");
+  }
+  bp::set_max_instruction_set(before);
+}
+
+TEST_CASE("Every instruction set's kernels agree with plain loops", "[network][sparse][isa]") {
+  // The sparse first layer's sums and updates (with and without padded columns, blocks
+  // of a wider matrix) and the small products, at each level this CPU runs; AVX2 splits
+  // layers over 64 rows, AVX-512 masks its last vector.
+  const bp::InstructionSet before = bp::instruction_set();
+  std::uint64_t seed = 150;
+  std::vector<bp::InstructionSet> levels = {bp::InstructionSet::portable};
+  if (bp::detected_instruction_set() >= bp::InstructionSet::avx2) {
+    levels.push_back(bp::InstructionSet::avx2);
+  }
+  if (bp::detected_instruction_set() >= bp::InstructionSet::avx512) {
+    levels.push_back(bp::InstructionSet::avx512);
+  }
+  auto kernels = [&]<int Out, int Padded>(std::integral_constant<int, Out>,
+                                          std::integral_constant<int, Padded>) {
+    constexpr int In = 50;
+    constexpr std::ptrdiff_t ld = Padded + 3;  // a block of rows of a taller matrix
+    Mat<float> w = bptest::random_matrix<float>(ld, In, ++seed, -1.0, 1.0);
+    const Mat<float> bias = bptest::random_matrix<float>(Out, 1, ++seed, -1.0, 1.0);
+    std::vector<std::uint16_t> rows;
+    std::vector<float> values;
+    for (int r = 0; r < In; r += 1 + static_cast<int>(seed % 3)) {
+      rows.push_back(static_cast<std::uint16_t>(r));
+      values.push_back(0.25f * static_cast<float>(r % 7) - 0.8f);
+    }
+    Mat<float> want = bias;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      want += values[k] * w.col(rows[k]).head(Out);
+    }
+    std::vector<float> out(Out + 16, 9.0f);
+    bp::detail::sparse_column_sum<Out, Padded>(w.data(), bias.data(), rows.data(), values.data(), 0,
+                                               rows.size(), out.data(), ld);
+    const Mat<float> got = Eigen::Map<const Mat<float>>(out.data(), Out, 1);
+    CHECK((got - want).cwiseAbs().maxCoeff() < 1e-5f);
+    CHECK(std::all_of(out.begin() + Out, out.end(), [](float v) { return v == 9.0f; }));
+
+    std::vector<float> d(Padded, 0.0f);
+    for (int i = 0; i < Out; ++i)
+      d[static_cast<std::size_t>(i)] = 0.1f * static_cast<float>(i % 5) - 0.2f;
+    Mat<float> w_want = w;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      for (int i = 0; i < Out; ++i)
+        w_want(i, rows[k]) += values[k] * d[static_cast<std::size_t>(i)];
+    }
+    bp::detail::sparse_column_update<Out, Padded>(w.data(), d.data(), rows.data(), values.data(), 0,
+                                                  rows.size(), ld);
+    CHECK((w - w_want).cwiseAbs().maxCoeff() < 1e-5f);
+  };
+  auto products = [&](Eigen::Index m) {
+    for (Eigen::Index n : {1, 3, 10, 17}) {
+      for (Eigen::Index k : {1, 10, 30}) {
+        INFO("m " << m << " n " << n << " k " << k);
+        const Mat<float> a = bptest::random_matrix<float>(m, k, ++seed, -1.0, 1.0);
+        const Mat<float> at = a.transpose();
+        const Mat<float> b = bptest::random_matrix<float>(k, n, ++seed, -1.0, 1.0);
+        const Mat<float> bt = b.transpose();
+        const Mat<float> want = a * b;
+        bp::detail::GemmWorkspace<float> ws;
+        Mat<float> c(m, n);
+        ws.assign<false, false>(c, a, b);
+        CHECK((c - want).cwiseAbs().maxCoeff() < 1e-4f);
+        ws.assign<true, true>(c, at, bt);
+        CHECK((c - want).cwiseAbs().maxCoeff() < 1e-4f);
+        Mat<float> acc = Mat<float>::Ones(m, n);
+        ws.add<false, true>(acc, -0.5f, a, bt);
+        CHECK((acc - (Mat<float>::Ones(m, n) - 0.5f * want)).cwiseAbs().maxCoeff() < 1e-4f);
+      }
+    }
+  };
+  for (const auto level : levels) {
+    INFO("instruction set " << bp::to_string(level));
+    bp::set_max_instruction_set(level);
+    REQUIRE(bp::instruction_set() == level);
+    kernels(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{});
+    kernels(std::integral_constant<int, 7>{}, std::integral_constant<int, 7>{});
+    kernels(std::integral_constant<int, 7>{}, std::integral_constant<int, 16>{});
+    kernels(std::integral_constant<int, 8>{}, std::integral_constant<int, 8>{});
+    kernels(std::integral_constant<int, 9>{}, std::integral_constant<int, 9>{});
+    kernels(std::integral_constant<int, 16>{}, std::integral_constant<int, 16>{});
+    kernels(std::integral_constant<int, 17>{}, std::integral_constant<int, 17>{});
+    kernels(std::integral_constant<int, 30>{}, std::integral_constant<int, 30>{});
+    kernels(std::integral_constant<int, 30>{}, std::integral_constant<int, 32>{});
+    kernels(std::integral_constant<int, 64>{}, std::integral_constant<int, 64>{});
+    kernels(std::integral_constant<int, 65>{}, std::integral_constant<int, 65>{});
+    kernels(std::integral_constant<int, 100>{}, std::integral_constant<int, 112>{});
+    kernels(std::integral_constant<int, 128>{}, std::integral_constant<int, 128>{});
+    for (Eigen::Index m : {1, 7, 8, 9, 16, 17, 30, 64, 95, 96, 97, 128, 129}) products(m);
+  }
+  bp::set_max_instruction_set(before);
 }

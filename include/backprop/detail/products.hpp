@@ -4,7 +4,9 @@
 #pragma once
 
 #include <Eigen/Core>
-#if defined(__AVX512F__)
+
+#include "../instruction_set.hpp"
+#if BACKPROP_X86_KERNELS
 #include <immintrin.h>
 #endif
 #include <optional>
@@ -36,12 +38,14 @@ inline constexpr bool gemm_operand = (static_cast<unsigned>(std::remove_cvref_t<
 #define BACKPROP_PERSISTENT_GEMM 0
 #endif
 
-#if defined(__AVX512F__)
+#if BACKPROP_X86_KERNELS
 /// Products of float matrices at most this wide (rows of the result) and with at
 /// most this many multiply-adds take small_product below instead of Eigen's GEMM,
 /// whose packing of both operands dominates at these sizes: 784-30-10 with batches
 /// of 10 spent 9% of an epoch in the three 10 x 30 x 10 products of the last layer.
+/// With AVX2 (8-lane vectors, 16 registers) up to 96 rows.
 inline constexpr Eigen::Index small_product_rows = 128;
+inline constexpr Eigen::Index small_product_rows_avx2 = 96;
 inline constexpr Eigen::Index small_product_work = 65536;
 
 // Fully unrolled loops over the accumulators: g++ 12 at -O3 otherwise keeps them in
@@ -59,9 +63,12 @@ inline constexpr Eigen::Index small_product_work = 65536;
 /// C V 16-lane accumulators (at most 8), so one load of a column of A serves C
 /// multiply-adds.
 template <int V, int C>
-inline void small_product_columns(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
-                                  const float* b, Eigen::Index sb, Eigen::Index tb, Eigen::Index j0,
-                                  Eigen::Index k, __mmask16 last, float alpha, bool accumulate) {
+BACKPROP_TARGET_AVX512 inline void small_product_columns(float* c, Eigen::Index ldc, const float* a,
+                                                         Eigen::Index lda, const float* b,
+                                                         Eigen::Index sb, Eigen::Index tb,
+                                                         Eigen::Index j0, Eigen::Index k,
+                                                         __mmask16 last, float alpha,
+                                                         bool accumulate) {
   __m512 acc[C * V];
   BACKPROP_UNROLL
   for (int i = 0; i < C * V; ++i) acc[i] = _mm512_setzero_ps();
@@ -94,11 +101,12 @@ inline void small_product_columns(float* c, Eigen::Index ldc, const float* a, Ei
 }
 
 /// C = alpha * A B (+ C if accumulate) with small_product_columns, 8 / V columns at a
-/// time (m <= 16 V).
+/// time (m <= 16 V), the rest in groups of Cols/2, Cols/4, ..., 1 columns.
 template <int V>
-void small_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda, const float* b,
-                   Eigen::Index sb, Eigen::Index tb, Eigen::Index m, Eigen::Index n, Eigen::Index k,
-                   float alpha, bool accumulate) {
+BACKPROP_TARGET_AVX512 void small_product(float* c, Eigen::Index ldc, const float* a,
+                                          Eigen::Index lda, const float* b, Eigen::Index sb,
+                                          Eigen::Index tb, Eigen::Index m, Eigen::Index n,
+                                          Eigen::Index k, float alpha, bool accumulate) {
   constexpr int Cols = 8 / V;
   const auto last =
       static_cast<__mmask16>(m % 16 == 0 ? 0xFFFFu : (1u << static_cast<unsigned>(m % 16)) - 1u);
@@ -106,17 +114,102 @@ void small_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
   for (; j + Cols <= n; j += Cols) {
     small_product_columns<V, Cols>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
   }
-  // The rest in groups of Cols/2, Cols/4, ..., 1 columns (each at most once).
-  const auto rest = [&](auto count) {
-    constexpr int C = decltype(count)::value;
-    if (j + C <= n) {
-      small_product_columns<V, C>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
-      j += C;
+  if constexpr (Cols >= 8) {
+    if (j + 4 <= n) {
+      small_product_columns<V, 4>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
+      j += 4;
     }
-  };
-  if constexpr (Cols >= 8) rest(std::integral_constant<int, 4>{});
-  if constexpr (Cols >= 4) rest(std::integral_constant<int, 2>{});
-  if constexpr (Cols >= 2) rest(std::integral_constant<int, 1>{});
+  }
+  if constexpr (Cols >= 4) {
+    if (j + 2 <= n) {
+      small_product_columns<V, 2>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
+      j += 2;
+    }
+  }
+  if constexpr (Cols >= 2) {
+    if (j + 1 <= n) {
+      small_product_columns<V, 1>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
+    }
+  }
+}
+
+/// small_product_columns with AVX2: m <= 8 V rows, C V 8-lane accumulators (at most 12).
+template <int V, int C>
+BACKPROP_TARGET_AVX2 inline void small_product_columns_avx2(
+    float* c, Eigen::Index ldc, const float* a, Eigen::Index lda, const float* b, Eigen::Index sb,
+    Eigen::Index tb, Eigen::Index j0, Eigen::Index k, __m256i last, bool masked, float alpha,
+    bool accumulate) {
+  __m256 acc[C * V];
+  BACKPROP_UNROLL
+  for (int i = 0; i < C * V; ++i) acc[i] = _mm256_setzero_ps();
+  for (Eigen::Index p = 0; p < k; ++p) {
+    const float* col = a + p * lda;
+    const float* row = b + p * sb + j0 * tb;
+    __m256 av[V];
+    BACKPROP_UNROLL
+    for (int v = 0; v < V - 1; ++v) av[v] = _mm256_loadu_ps(col + 8 * v);
+    av[V - 1] =
+        masked ? _mm256_maskload_ps(col + 8 * (V - 1), last) : _mm256_loadu_ps(col + 8 * (V - 1));
+    BACKPROP_UNROLL
+    for (int t = 0; t < C; ++t) {
+      const __m256 x = _mm256_set1_ps(row[t * tb]);
+      BACKPROP_UNROLL
+      for (int v = 0; v < V; ++v) acc[t * V + v] = _mm256_fmadd_ps(av[v], x, acc[t * V + v]);
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(alpha);
+  BACKPROP_UNROLL
+  for (int t = 0; t < C; ++t) {
+    float* out = c + (j0 + t) * ldc;
+    BACKPROP_UNROLL
+    for (int v = 0; v < V; ++v) {
+      __m256 r = _mm256_mul_ps(acc[t * V + v], scale);
+      if (masked && v == V - 1) {
+        if (accumulate) r = _mm256_add_ps(r, _mm256_maskload_ps(out + 8 * v, last));
+        _mm256_maskstore_ps(out + 8 * v, last, r);
+      } else {
+        if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(out + 8 * v));
+        _mm256_storeu_ps(out + 8 * v, r);
+      }
+    }
+  }
+}
+
+/// small_product with AVX2 (m <= 8 V <= 96).
+template <int V>
+BACKPROP_TARGET_AVX2 void small_product_avx2(float* c, Eigen::Index ldc, const float* a,
+                                             Eigen::Index lda, const float* b, Eigen::Index sb,
+                                             Eigen::Index tb, Eigen::Index m, Eigen::Index n,
+                                             Eigen::Index k, float alpha, bool accumulate) {
+  constexpr int Cols = V <= 1 ? 8 : V <= 3 ? 4 : V <= 6 ? 2 : 1;
+  const bool masked = m % 8 != 0;
+  const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(m % 8)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  Eigen::Index j = 0;
+  for (; j + Cols <= n; j += Cols) {
+    small_product_columns_avx2<V, Cols>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
+                                        accumulate);
+  }
+  if constexpr (Cols >= 8) {
+    if (j + 4 <= n) {
+      small_product_columns_avx2<V, 4>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
+                                       accumulate);
+      j += 4;
+    }
+  }
+  if constexpr (Cols >= 4) {
+    if (j + 2 <= n) {
+      small_product_columns_avx2<V, 2>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
+                                       accumulate);
+      j += 2;
+    }
+  }
+  if constexpr (Cols >= 2) {
+    if (j + 1 <= n) {
+      small_product_columns_avx2<V, 1>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
+                                       accumulate);
+    }
+  }
 }
 #endif
 
@@ -174,10 +267,12 @@ class GemmWorkspace {
       }
       return;
     }
-#if defined(__AVX512F__)
+#if BACKPROP_X86_KERNELS
     if constexpr (std::is_same_v<Scalar, float> && gemm_operand<A> && gemm_operand<B> &&
                   gemm_operand<Dst>) {
-      if (m <= small_product_rows && m * n * k <= small_product_work && m > 0 && n > 0) {
+      const int isa = active_isa();
+      const Eigen::Index max_rows = isa >= 2 ? small_product_rows : small_product_rows_avx2;
+      if (isa >= 1 && m <= max_rows && m * n * k <= small_product_work && m > 0 && n > 0) {
         const float* a_cols = a.data();
         Eigen::Index lda = a.outerStride();
         if constexpr (TransA) {
@@ -191,16 +286,30 @@ class GemmWorkspace {
         // B(p, j) of op(b): b(p, j) or, transposed, b(j, p).
         const Eigen::Index sb = TransB ? b.outerStride() : 1;
         const Eigen::Index tb = TransB ? 1 : b.outerStride();
-        const auto run_v = [&](auto v) {
-          small_product<decltype(v)::value>(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
-                                            sb, tb, m, n, k, static_cast<float>(alpha), accumulate);
-        };
-        // V = the number of 16-row vectors per column, 1 to 8, as a template argument.
-        const Eigen::Index vectors = (m + 15) / 16;
-        const auto by_vectors = [&]<int... V>(std::integer_sequence<int, V...>) {
-          (void)((vectors == V + 1 && (run_v(std::integral_constant<int, V + 1>{}), true)) || ...);
-        };
-        by_vectors(std::make_integer_sequence<int, 8>{});
+        float* const c = dst.data();
+        const Eigen::Index ldc = dst.outerStride();
+        const auto fa = static_cast<float>(alpha);
+        // V = the number of vectors per column (16 lanes: 1 to 8, 8 lanes: 1 to 12), as
+        // a template argument.
+        if (isa >= 2) {
+          const Eigen::Index vectors = (m + 15) / 16;
+          [&]<int... V>(std::integer_sequence<int, V...>) {
+            (void)((vectors == V + 1 && (small_product<V + 1>(c, ldc, a_cols, lda, b.data(), sb, tb,
+                                                              m, n, k, fa, accumulate),
+                                         true)) ||
+                   ...);
+          }
+          (std::make_integer_sequence<int, 8>{});
+        } else {
+          const Eigen::Index vectors = (m + 7) / 8;
+          [&]<int... V>(std::integer_sequence<int, V...>) {
+            (void)((vectors == V + 1 && (small_product_avx2<V + 1>(c, ldc, a_cols, lda, b.data(),
+                                                                   sb, tb, m, n, k, fa, accumulate),
+                                         true)) ||
+                   ...);
+          }
+          (std::make_integer_sequence<int, 12>{});
+        }
         return;
       }
     }

@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#if defined(__AVX512F__)
+
+#include "../instruction_set.hpp"
+#if BACKPROP_X86_KERNELS
 #include <immintrin.h>
 #endif
 #include <limits>
@@ -62,72 +64,142 @@ std::unique_ptr<T[], LargeFree> allocate_large(std::size_t n) {
   return std::unique_ptr<T[], LargeFree>(static_cast<T*>(p));
 }
 
-#if defined(__AVX512F__)
+#if BACKPROP_X86_KERNELS
 /// Writes the lanes of `index` selected by `kept`, packed, to rows[0...] as RowIndex
 /// with one full 16-lane store (rows needs room for 16 entries).
 template <class RowIndex>
-inline void store_kept_indices(RowIndex* rows, __mmask16 kept, __m512i index) {
+BACKPROP_TARGET_AVX512 inline void store_kept_indices(RowIndex* rows, __mmask16 kept,
+                                                      __m512i index) {
   const __m512i kept_index = _mm512_maskz_compress_epi32(kept, index);
   if constexpr (sizeof(RowIndex) == 2) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows), _mm512_cvtepi32_epi16(kept_index));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows),
+                        _mm512_maskz_cvtepi32_epi16(0xFFFF, kept_index));
   } else {
     static_assert(sizeof(RowIndex) == 4);
     _mm512_storeu_si512(rows, kept_index);
   }
 }
 
-/// Appends the lanes of `v` selected by `kept` to values[count...] and their indices
-/// (r + lane) to rows[count...] with full 16-lane stores (both need room for 16
-/// entries past count); returns the new count.
-template <class RowIndex>
-inline std::size_t append_kept_lanes(__m512 v, __mmask16 kept, int r, float* values, RowIndex* rows,
-                                     std::size_t count) {
-  const __m512i index =
-      _mm512_add_epi32(_mm512_set1_epi32(r),
-                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
-  store_kept_indices(rows + count, kept, index);
-  return count + static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
-}
-
 /// Appends the nonzeros of x[0, n) (n a multiple of 16) to values[count...] and their
-/// indices to rows[count...] as append_kept_lanes does, and returns the new count.
-/// Branch-free (every vector is stored, the count moves on by its nonzeros) and the
-/// indices kept in a running register, 16-bit ones compressed directly where the CPU
-/// has AVX512-VBMI2: 50,000 MNIST images, 10.1 -> 8.5 ms (median of 5 interleaved
-/// runs) against a loop that skipped all-zero vectors. With CheckFinite, ORs the lanes
-/// holding NaN or Inf into `bad`.
+/// indices to rows[count...] with full 16-lane stores (both need room for 16 entries
+/// past the new count), and returns the new count. Branch-free: every vector is stored,
+/// the count moves on by its nonzeros; register-form compresses (the memory form is
+/// slow on some CPUs). NaN counts as nonzero. With CheckFinite, ORs the lanes holding
+/// NaN or Inf into `bad`. (A 16-bit compress of the indices, AVX512-VBMI2, measured
+/// 10.1 -> 8.5 ms for 50,000 MNIST images together with the branch-free loop; it is not
+/// used, to keep one AVX-512 level.)
 template <bool CheckFinite, class RowIndex>
-inline std::size_t append_nonzero_vectors(const float* x, std::ptrdiff_t n, float* values,
-                                          RowIndex* rows, std::size_t count, __mmask16& bad) {
-#if defined(__AVX512VBMI2__) && defined(__AVX512VL__)
-  constexpr bool words = sizeof(RowIndex) == 2;
-#else
-  constexpr bool words = false;
-#endif
-  __m256i index16 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i index32 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+BACKPROP_TARGET_AVX512 inline std::size_t append_nonzero_vectors_avx512(
+    const float* x, std::ptrdiff_t n, float* values, RowIndex* rows, std::size_t count,
+    unsigned& bad) {
+  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 flagged = 0;
   for (std::ptrdiff_t r = 0; r < n; r += 16) {
     const __m512 v = _mm512_loadu_ps(x + r);
-    if constexpr (CheckFinite) bad |= _mm512_fpclass_ps_mask(v, 0x99);  // NaN, +-Inf
+    if constexpr (CheckFinite) flagged |= _mm512_fpclass_ps_mask(v, 0x99);  // NaN, +-Inf
     const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
     _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
-    if constexpr (words) {
-#if defined(__AVX512VBMI2__) && defined(__AVX512VL__)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count),
-                          _mm256_maskz_compress_epi16(kept, index16));
-      index16 = _mm256_add_epi16(index16, _mm256_set1_epi16(16));
-#endif
+    store_kept_indices(rows + count, kept, index);
+    index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+    count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
+  }
+  bad |= flagged;
+  return count;
+}
+
+/// The nonzeros of column col[0, d) appended as append_nonzero_vectors_avx512 does (d
+/// any size: the last vector's loads are masked); `finite` becomes false if one is
+/// NaN or Inf.
+template <class RowIndex>
+BACKPROP_TARGET_AVX512 inline std::size_t compress_column_avx512(const float* col, std::ptrdiff_t d,
+                                                                 float* values, RowIndex* rows,
+                                                                 std::size_t count, bool& finite) {
+  unsigned bad = 0;
+  const std::ptrdiff_t whole = d / 16 * 16;
+  count = append_nonzero_vectors_avx512<true>(col, whole, values, rows, count, bad);
+  if (whole < d) {
+    const auto lanes = static_cast<unsigned>(d - whole);
+    const auto in = static_cast<__mmask16>((1u << lanes) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(in, col + whole);
+    bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +Inf, -Inf, SNaN
+    const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    const __m512i index =
+        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(whole)),
+                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(kept, v));
+    store_kept_indices(rows + count, kept, index);
+    count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
+  }
+  finite = finite && bad == 0;
+  return count;
+}
+
+/// For each 8-bit mask, the indices of its set bits packed into the low bytes (AVX2 has
+/// no compress instruction: a permutation from this table does its work).
+inline constexpr std::array<std::uint64_t, 256> compress_lanes8 = [] {
+  std::array<std::uint64_t, 256> table{};
+  for (unsigned m = 0; m < 256; ++m) {
+    unsigned k = 0;
+    for (unsigned i = 0; i < 8; ++i) {
+      if (((m >> i) & 1u) != 0) table[m] |= std::uint64_t{i} << (8 * k++);
+    }
+  }
+  return table;
+}();
+
+/// append_nonzero_vectors_avx512 with 8-lane AVX2 vectors (n a multiple of 8; room for
+/// 8 entries past the new count).
+template <bool CheckFinite, class RowIndex>
+BACKPROP_TARGET_AVX2 inline std::size_t append_nonzero_vectors_avx2(const float* x,
+                                                                    std::ptrdiff_t n, float* values,
+                                                                    RowIndex* rows,
+                                                                    std::size_t count,
+                                                                    unsigned& bad) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  int flagged = 0;
+  for (std::ptrdiff_t r = 0; r < n; r += 8) {
+    const __m256 v = _mm256_loadu_ps(x + r);
+    if constexpr (CheckFinite) {
+      // |v| >= Inf or unordered: Inf or NaN.
+      flagged |= _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, magnitude), inf, _CMP_NLT_UQ));
+    }
+    const int kept = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+    const __m256i lanes = _mm256_cvtepu8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&compress_lanes8[kept])));
+    _mm256_storeu_ps(values + count, _mm256_permutevar8x32_ps(v, lanes));
+    const __m256i index = _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(r)));
+    if constexpr (sizeof(RowIndex) == 2) {
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(rows + count),
+          _mm_packus_epi32(_mm256_castsi256_si128(index), _mm256_extracti128_si256(index, 1)));
     } else {
-      store_kept_indices(rows + count, kept, index32);
-      index32 = _mm512_add_epi32(index32, _mm512_set1_epi32(16));
+      static_assert(sizeof(RowIndex) == 4);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + count), index);
     }
     count += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
   }
-  (void)index16, (void)index32;
+  bad |= static_cast<unsigned>(flagged);
   return count;
 }
 #endif
+
+/// Appends the nonzeros of x[r, n) one by one (branch-free) and returns the new count;
+/// `finite` becomes false if one is NaN or Inf (with CheckFinite).
+template <bool CheckFinite, class Scalar, class RowIndex>
+inline std::size_t append_nonzero_tail(const Scalar* x, std::ptrdiff_t r, std::ptrdiff_t n,
+                                       Scalar* values, RowIndex* rows, std::size_t count,
+                                       bool& finite) {
+  for (; r < n; ++r) {
+    const Scalar v = x[r];
+    if constexpr (CheckFinite) finite = finite && std::isfinite(v);
+    rows[count] = static_cast<RowIndex>(r);
+    values[count] = v;
+    count += v != Scalar(0);
+  }
+  return count;
+}
 
 /// The nonzero coefficients of each column of a dense matrix: column c holds
 /// `rows[k]`, `values[k]` for k in [starts[c], starts[c + 1]). `RowIndex` is
@@ -190,6 +262,7 @@ struct SparseColumns {
     starts[0] = 0;
     std::size_t count = 0;
     finite = true;
+    [[maybe_unused]] const int isa = active_isa();
     for (Eigen::Index c = 0; c < n; ++c) {
       if (count + ud > capacity) {
         if (count > limit) {
@@ -202,28 +275,27 @@ struct SparseColumns {
       RowIndex* r_out = rows.get();
       Scalar* v_out = values.get();
       Eigen::Index r = 0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-      if constexpr (std::is_same_v<Scalar, float> && std::is_same_v<RowIndex, std::uint16_t>) {
-        // One pass of 16-lane vectors: a compare finds the nonzeros (NaN included), a
-        // class test flags NaN and Inf, and register-form compresses (the memory form
-        // is slow on some CPUs) write the nonzeros with full 16-lane stores. 50,000 MNIST
-        // images: 8.5 ms, against 13.5 ms with the per-chunk sum below (reading the data
+#if BACKPROP_X86_KERNELS
+      if constexpr (std::is_same_v<Scalar, float>) {
+        // One pass of whole vectors: a compare finds the nonzeros (NaN included), a
+        // test flags NaN and Inf, and a compress (AVX-512) or a permutation (AVX2)
+        // writes the nonzeros with full-vector stores. 50,000 MNIST images: 8.5 ms with
+        // AVX-512, against 13.5 ms with the per-chunk sum below (reading the data
         // alone, all_finite, takes 6-6.7 ms).
-        __mmask16 bad = 0;
-        r = d / 16 * 16;
-        count = append_nonzero_vectors<true>(col, r, v_out, r_out, count, bad);
-        for (; r < d; r += 16) {
-          const auto lanes = static_cast<unsigned>(std::min<Eigen::Index>(16, d - r));
-          const auto in = static_cast<__mmask16>(lanes == 16 ? 0xFFFFu : (1u << lanes) - 1u);
-          const __m512 v = _mm512_maskz_loadu_ps(in, col + r);
-          bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +Inf, -Inf, SNaN
-          const __mmask16 kept = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-          if (kept != 0)
-            count = append_kept_lanes(v, kept, static_cast<int>(r), v_out, r_out, count);
+        if (isa >= 2) {
+          count = compress_column_avx512(col, d, v_out, r_out, count, finite);
+          starts[static_cast<std::size_t>(c) + 1] = count;
+          continue;
         }
-        finite = finite && bad == 0;
-        starts[static_cast<std::size_t>(c) + 1] = count;
-        continue;
+        if (isa == 1) {
+          unsigned bad = 0;
+          r = d / 8 * 8;
+          count = append_nonzero_vectors_avx2<true>(col, r, v_out, r_out, count, bad);
+          finite = finite && bad == 0;
+          count = append_nonzero_tail<true>(col, r, d, v_out, r_out, count, finite);
+          starts[static_cast<std::size_t>(c) + 1] = count;
+          continue;
+        }
       }
 #endif
       // Chunks of 16: one vectorised sum of |v| finds the all-zero chunks, which are
@@ -244,10 +316,12 @@ struct SparseColumns {
           count += v != Scalar(0);
         }
       }
-      for (; r < d; ++r) {
-        const Scalar v = col[r];
+      // The last d % 16 (an int count: g++ 12 could not bound this loop otherwise).
+      const int tail = static_cast<int>(d - r);
+      for (int i = 0; i < tail; ++i) {
+        const Scalar v = col[r + i];
         finite = finite && std::isfinite(v);
-        r_out[count] = static_cast<RowIndex>(r);
+        r_out[count] = static_cast<RowIndex>(r + i);
         v_out[count] = v;
         count += v != Scalar(0);
       }
@@ -365,6 +439,125 @@ void for_row_blocks(bool parallel, F&& f) {
   });
 }
 
+#if BACKPROP_X86_KERNELS
+/// The 16-lane mask of vector v of V covering n rows.
+constexpr unsigned lane_bits16(int v, int V, int n) {
+  return v < V - 1 || n % 16 == 0 ? 0xFFFFu : (1u << static_cast<unsigned>(n % 16)) - 1u;
+}
+
+/// sparse_column_sum with AVX-512: masked 16-lane loads cover Out exactly (masked-off
+/// lanes are not read, so the last column never reads past the matrix; with padded
+/// columns the loads are whole); independent sums (four for up to 32 outputs, two up
+/// to 128) hide the latency of the multiply-adds.
+template <int Out, int Padded>
+BACKPROP_TARGET_AVX512 void sparse_column_sum_avx512(const float* w, const float* bias,
+                                                     const auto* rows, const float* values,
+                                                     std::size_t begin, std::size_t end, float* out,
+                                                     std::ptrdiff_t ld) {
+  constexpr int V = (Out + 15) / 16;
+  constexpr int Sets = V <= 2 ? 4 : 2;
+  constexpr int Loaded = Padded >= 16 * V ? 16 * V : Out;  // rows the loads may read
+  __m512 acc[Sets][V];
+  for (int v = 0; v < V; ++v) {
+    acc[0][v] =
+        _mm512_maskz_loadu_ps(static_cast<__mmask16>(lane_bits16(v, V, Out)), bias + 16 * v);
+    for (int t = 1; t < Sets; ++t) acc[t][v] = _mm512_setzero_ps();
+  }
+  std::size_t k = begin;
+  for (; k + Sets <= end; k += Sets) {
+    for (int t = 0; t < Sets; ++t) {
+      const __m512 x = _mm512_set1_ps(values[k + t]);
+      const float* c = w + ld * rows[k + t];
+      for (int v = 0; v < V; ++v) {
+        const __m512 col = lane_bits16(v, V, Loaded) == 0xFFFFu
+                               ? _mm512_loadu_ps(c + 16 * v)
+                               : _mm512_maskz_loadu_ps(
+                                     static_cast<__mmask16>(lane_bits16(v, V, Loaded)), c + 16 * v);
+        acc[t][v] = _mm512_fmadd_ps(x, col, acc[t][v]);
+      }
+    }
+  }
+  for (; k < end; ++k) {
+    const __m512 x = _mm512_set1_ps(values[k]);
+    const float* c = w + ld * rows[k];
+    for (int v = 0; v < V; ++v) {
+      const __m512 col = lane_bits16(v, V, Loaded) == 0xFFFFu
+                             ? _mm512_loadu_ps(c + 16 * v)
+                             : _mm512_maskz_loadu_ps(
+                                   static_cast<__mmask16>(lane_bits16(v, V, Loaded)), c + 16 * v);
+      acc[0][v] = _mm512_fmadd_ps(x, col, acc[0][v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    __m512 sum = acc[0][v];
+    for (int t = 1; t < Sets; ++t) sum = _mm512_add_ps(sum, acc[t][v]);
+    _mm512_mask_storeu_ps(out + 16 * v, static_cast<__mmask16>(lane_bits16(v, V, Out)), sum);
+  }
+}
+
+/// The 8-lane mask of AVX2's masked loads and stores for the first n % 8 lanes.
+BACKPROP_TARGET_AVX2 inline __m256i lane_mask8(int n) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n % 8 == 0 ? 8 : n % 8), lanes);
+}
+
+/// sparse_column_sum with AVX2: 8-lane vectors, the last one masked unless the columns
+/// are padded; at most 64 rows at a time (the accumulators stay in the 16 registers).
+template <int Out, int Padded>
+BACKPROP_TARGET_AVX2 void sparse_column_sum_avx2(const float* w, const float* bias,
+                                                 const auto* rows, const float* values,
+                                                 std::size_t begin, std::size_t end, float* out,
+                                                 std::ptrdiff_t ld) {
+  if constexpr (Out > 64) {
+    sparse_column_sum_avx2<64, 64>(w, bias, rows, values, begin, end, out, ld);
+    sparse_column_sum_avx2<Out - 64, Padded - 64>(w + 64, bias + 64, rows, values, begin, end,
+                                                  out + 64, ld);
+  } else {
+    constexpr int V = (Out + 7) / 8;
+    constexpr int Sets = V <= 2 ? 4 : V <= 4 ? 2 : 1;
+    constexpr bool masked_out = Out % 8 != 0;
+    constexpr bool masked_load = masked_out && Padded < 8 * V;
+    const __m256i tail = lane_mask8(Out);
+    __m256 acc[Sets][V];
+    for (int v = 0; v < V; ++v) {
+      acc[0][v] = masked_out && v == V - 1 ? _mm256_maskload_ps(bias + 8 * v, tail)
+                                           : _mm256_loadu_ps(bias + 8 * v);
+      for (int t = 1; t < Sets; ++t) acc[t][v] = _mm256_setzero_ps();
+    }
+    std::size_t k = begin;
+    for (; k + Sets <= end; k += Sets) {
+      for (int t = 0; t < Sets; ++t) {
+        const __m256 x = _mm256_set1_ps(values[k + t]);
+        const float* c = w + ld * rows[k + t];
+        for (int v = 0; v < V; ++v) {
+          const __m256 col = masked_load && v == V - 1 ? _mm256_maskload_ps(c + 8 * v, tail)
+                                                       : _mm256_loadu_ps(c + 8 * v);
+          acc[t][v] = _mm256_fmadd_ps(x, col, acc[t][v]);
+        }
+      }
+    }
+    for (; k < end; ++k) {
+      const __m256 x = _mm256_set1_ps(values[k]);
+      const float* c = w + ld * rows[k];
+      for (int v = 0; v < V; ++v) {
+        const __m256 col = masked_load && v == V - 1 ? _mm256_maskload_ps(c + 8 * v, tail)
+                                                     : _mm256_loadu_ps(c + 8 * v);
+        acc[0][v] = _mm256_fmadd_ps(x, col, acc[0][v]);
+      }
+    }
+    for (int v = 0; v < V; ++v) {
+      __m256 sum = acc[0][v];
+      for (int t = 1; t < Sets; ++t) sum = _mm256_add_ps(sum, acc[t][v]);
+      if (masked_out && v == V - 1) {
+        _mm256_maskstore_ps(out + 8 * v, tail, sum);
+      } else {
+        _mm256_storeu_ps(out + 8 * v, sum);
+      }
+    }
+  }
+}
+#endif
+
 /// The first layer's z for one sample from its nonzero inputs:
 /// out = bias + sum over k in [begin, end) of values[k] * column rows[k] of the
 /// column-major Out x n matrix `w` whose columns are `ld` apart (ld > Out for a block
@@ -376,49 +569,13 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
                        const Scalar* values, std::size_t begin, std::size_t end, Scalar* out,
                        std::ptrdiff_t ld = Out) {
   static_assert(Out <= small_layer && Padded >= Out);
-#if defined(__AVX512F__)
+#if BACKPROP_X86_KERNELS
   if constexpr (std::is_same_v<Scalar, float>) {
-    // Masked 16-lane loads cover Out exactly (masked-off lanes are not read, so the
-    // last column never reads past the matrix; with padded columns the loads are
-    // whole); independent sums (four for up to 32 outputs, two up to 128) hide the
-    // latency of the multiply-adds.
-    constexpr int V = (Out + 15) / 16;
-    constexpr int Sets = V <= 2 ? 4 : 2;
-    constexpr unsigned tail_bits = Out % 16 == 0 ? 0xFFFFu : (1u << (Out % 16)) - 1u;
-    constexpr unsigned load_bits = Padded >= 16 * V ? 0xFFFFu : tail_bits;
-    auto mask = [](int v) { return static_cast<__mmask16>(v == V - 1 ? tail_bits : 0xFFFFu); };
-    auto load = [](int v, const float* c) {
-      if constexpr (load_bits == 0xFFFFu) {
-        return _mm512_loadu_ps(c + 16 * v);
-      } else {
-        return _mm512_maskz_loadu_ps(static_cast<__mmask16>(v == V - 1 ? load_bits : 0xFFFFu),
-                                     c + 16 * v);
-      }
-    };
-    __m512 acc[Sets][V];
-    for (int v = 0; v < V; ++v) {
-      acc[0][v] = _mm512_maskz_loadu_ps(mask(v), bias + 16 * v);
-      for (int t = 1; t < Sets; ++t) acc[t][v] = _mm512_setzero_ps();
-    }
-    std::size_t k = begin;
-    for (; k + Sets <= end; k += Sets) {
-      for (int t = 0; t < Sets; ++t) {
-        const __m512 x = _mm512_set1_ps(values[k + t]);
-        const float* c = w + ld * rows[k + t];
-        for (int v = 0; v < V; ++v) acc[t][v] = _mm512_fmadd_ps(x, load(v, c), acc[t][v]);
-      }
-    }
-    for (; k < end; ++k) {
-      const __m512 x = _mm512_set1_ps(values[k]);
-      const float* c = w + ld * rows[k];
-      for (int v = 0; v < V; ++v) acc[0][v] = _mm512_fmadd_ps(x, load(v, c), acc[0][v]);
-    }
-    for (int v = 0; v < V; ++v) {
-      __m512 sum = acc[0][v];
-      for (int t = 1; t < Sets; ++t) sum = _mm512_add_ps(sum, acc[t][v]);
-      _mm512_mask_storeu_ps(out + 16 * v, mask(v), sum);
-    }
-    return;
+    const int isa = active_isa();
+    if (isa >= 2)
+      return sparse_column_sum_avx512<Out, Padded>(w, bias, rows, values, begin, end, out, ld);
+    if (isa == 1)
+      return sparse_column_sum_avx2<Out, Padded>(w, bias, rows, values, begin, end, out, ld);
   }
 #endif
   // Plain loops the compiler vectorises; four independent sums as above.
@@ -449,6 +606,54 @@ void sparse_column_sum(const Scalar* w, const Scalar* bias, const RowIndex* rows
   for (int i = 0; i < Out; ++i) out[i] = (a0[i] + a1[i]) + (a2[i] + a3[i]);
 }
 
+#if BACKPROP_X86_KERNELS
+/// sparse_column_update with AVX-512 (see there).
+template <int Out, int Padded>
+BACKPROP_TARGET_AVX512 void sparse_column_update_avx512(float* w, const float* d, const auto* rows,
+                                                        const float* values, std::size_t begin,
+                                                        std::size_t end, std::ptrdiff_t ld) {
+  // With padded columns whole vectors; otherwise full 16-lane vectors, then the rest
+  // (Out % 16) as a plain loop: measured faster than masked stores for the last vector
+  // (784-30-10: 3 epochs 0.23 s vs 0.33 s).
+  constexpr bool padded = Padded > Out && Padded % 16 == 0;
+  constexpr int V = padded ? Padded / 16 : Out / 16;
+  constexpr int done = padded ? Out : 16 * V;
+  __m512 dv[V > 0 ? V : 1];
+  for (int v = 0; v < V; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+  for (std::size_t k = begin; k < end; ++k) {
+    const float x = values[k];
+    const __m512 xv = _mm512_set1_ps(x);
+    float* c = w + ld * rows[k];
+    for (int v = 0; v < V; ++v) {
+      _mm512_storeu_ps(c + 16 * v, _mm512_fmadd_ps(xv, dv[v], _mm512_loadu_ps(c + 16 * v)));
+    }
+    for (int i = done; i < Out; ++i) c[i] += x * d[i];
+  }
+}
+
+/// sparse_column_update with AVX2: whole 8-lane vectors (padded columns), or full
+/// vectors and a plain loop for the rest.
+template <int Out, int Padded>
+BACKPROP_TARGET_AVX2 void sparse_column_update_avx2(float* w, const float* d, const auto* rows,
+                                                    const float* values, std::size_t begin,
+                                                    std::size_t end, std::ptrdiff_t ld) {
+  constexpr bool padded = Padded > Out && Padded % 8 == 0;
+  constexpr int V = padded ? Padded / 8 : Out / 8;
+  constexpr int done = padded ? Out : 8 * V;
+  __m256 dv[V > 0 ? V : 1];
+  for (int v = 0; v < V; ++v) dv[v] = _mm256_loadu_ps(d + 8 * v);
+  for (std::size_t k = begin; k < end; ++k) {
+    const float x = values[k];
+    const __m256 xv = _mm256_set1_ps(x);
+    float* c = w + ld * rows[k];
+    for (int v = 0; v < V; ++v) {
+      _mm256_storeu_ps(c + 8 * v, _mm256_fmadd_ps(xv, dv[v], _mm256_loadu_ps(c + 8 * v)));
+    }
+    for (int i = done; i < Out; ++i) c[i] += x * d[i];
+  }
+}
+#endif
+
 /// The first layer's weight update for one sample: column rows[k] of the
 /// column-major Out x n matrix `w` (columns `ld` apart) += values[k] * d, for k in
 /// [begin, end) (d = -eta/m delta_j for plain SGD). For Out <= small_layer. With
@@ -458,37 +663,12 @@ template <int Out, int Padded = Out, class Scalar, class RowIndex>
 void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, const Scalar* values,
                           std::size_t begin, std::size_t end, std::ptrdiff_t ld = Out) {
   static_assert(Out <= small_layer && Padded >= Out);
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<Scalar, float> && Padded > Out && Padded % 16 == 0) {
-    constexpr int V = Padded / 16;
-    __m512 dv[V];
-    for (int v = 0; v < V; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
-    for (std::size_t k = begin; k < end; ++k) {
-      const __m512 xv = _mm512_set1_ps(values[k]);
-      float* c = w + ld * rows[k];
-      for (int v = 0; v < V; ++v) {
-        _mm512_storeu_ps(c + 16 * v, _mm512_fmadd_ps(xv, dv[v], _mm512_loadu_ps(c + 16 * v)));
-      }
-    }
-    return;
-  }
-  if constexpr (std::is_same_v<Scalar, float> && Out >= 16) {
-    // Full 16-lane vectors, then the rest (Out % 16) as a plain loop: measured faster
-    // than masked stores for the last vector (784-30-10: 3 epochs 0.23 s vs 0.33 s).
-    constexpr int V = Out / 16;
-    constexpr int done = 16 * V;
-    __m512 dv[V];
-    for (int v = 0; v < V; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
-    for (std::size_t k = begin; k < end; ++k) {
-      const float x = values[k];
-      const __m512 xv = _mm512_set1_ps(x);
-      float* c = w + ld * rows[k];
-      for (int v = 0; v < V; ++v) {
-        _mm512_storeu_ps(c + 16 * v, _mm512_fmadd_ps(xv, dv[v], _mm512_loadu_ps(c + 16 * v)));
-      }
-      for (int i = done; i < Out; ++i) c[i] += x * d[i];
-    }
-    return;
+#if BACKPROP_X86_KERNELS
+  if constexpr (std::is_same_v<Scalar, float>) {
+    const int isa = active_isa();
+    if (isa >= 2)
+      return sparse_column_update_avx512<Out, Padded>(w, d, rows, values, begin, end, ld);
+    if (isa == 1) return sparse_column_update_avx2<Out, Padded>(w, d, rows, values, begin, end, ld);
   }
 #endif
   for (std::size_t k = begin; k < end; ++k) {
@@ -504,24 +684,24 @@ void sparse_column_update(Scalar* w, const Scalar* d, const RowIndex* rows, cons
 template <class Scalar, class RowIndex>
 std::size_t compress_nonzeros(const Scalar* x, int n, RowIndex* rows, Scalar* values) {
   std::size_t count = 0;
-  int r = 0;
-#if defined(__AVX512F__)
+  std::ptrdiff_t r = 0;
+  bool unused_finite = true;
+#if BACKPROP_X86_KERNELS
   if constexpr (std::is_same_v<Scalar, float>) {
-    __mmask16 unused = 0;
-    r = n / 16 * 16;
-    count = append_nonzero_vectors<false>(x, r, values, rows, count, unused);
+    const int isa = active_isa();
+    unsigned unused = 0;
+    if (isa >= 2) {
+      r = n / 16 * 16;
+      count = append_nonzero_vectors_avx512<false>(x, r, values, rows, count, unused);
+    } else if (isa == 1) {
+      r = n / 8 * 8;
+      count = append_nonzero_vectors_avx2<false>(x, r, values, rows, count, unused);
+    }
   }
 #endif
-  for (; r < n; ++r) {  // branch-free: every coefficient is written, the count moves on nonzeros
-    const Scalar v = x[r];
-    rows[count] = static_cast<RowIndex>(r);
-    values[count] = v;
-    count += v != Scalar(0);
-  }
-  return count;
+  return append_nonzero_tail<false>(x, r, n, values, rows, count, unused_finite);
 }
 
-#if defined(__AVX512F__)
 /// The lane pattern of a column-major Out x n float matrix stored as a flat sequence
 /// of 16-float vectors: it repeats every `vectors` vectors (lcm(Out, 16) floats),
 /// which hold `columns` whole columns. Lane l of vector t of a period holds row
@@ -541,64 +721,86 @@ struct FlatColumns {
   alignas(64) static constexpr std::array<std::int32_t, size> column = table(true);
   alignas(64) static constexpr std::array<std::int32_t, size> row = table(false);
 };
+
+#if BACKPROP_X86_KERNELS
+/// outer_product_columns with AVX-512, Out <= small_layer. The matrix is written as
+/// consecutive 16-float vectors, not column by column: a column of 30 floats would take
+/// two stores that mostly straddle cache lines. Each vector is a permutation of a few x
+/// values (vpermps from the period's columns) times the matching pattern of d.
+/// 30 x 784 (94 KB): 1.6-1.8 us column by column, 1.15-1.4 us so, where a memset of
+/// the 94 KB takes 0.9-1.0 us (level-2 bandwidth).
+template <int Out>
+BACKPROP_TARGET_AVX512 void outer_product_columns_avx512(float* out, const float* d, const float* x,
+                                                         Eigen::Index n) {
+  using P = FlatColumns<Out>;
+  alignas(64) float pattern[P::vectors * 16];
+  if constexpr (Out <= 32) {
+    // Up to 32 rows: each pattern vector is one two-source permutation of d.
+    // (The shift counts are clamped so that the branch not taken is still a valid
+    // shift: clang warns about a negative or too wide one even there.)
+    constexpr unsigned low = Out >= 16 ? 0xFFFFu : (1u << (Out >= 16 ? 0 : Out)) - 1u;
+    constexpr unsigned high = Out > 16 ? (1u << (Out > 16 ? Out - 16 : 0)) - 1u : 0u;
+    const __m512 d0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(low), d);
+    const __m512 d1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(high), d + 16);
+    for (int t = 0; t < P::vectors; ++t) {
+      const __m512i rows = _mm512_load_si512(P::row.data() + 16 * t);
+      _mm512_store_ps(pattern + 16 * t, _mm512_permutex2var_ps(d0, rows, d1));
+    }
+  } else {
+    for (int k = 0; k < P::vectors * 16; ++k) pattern[k] = d[P::row[static_cast<std::size_t>(k)]];
+  }
+  constexpr __mmask16 period_mask = static_cast<__mmask16>((1u << P::columns) - 1);
+  const Eigen::Index periods = n / P::columns;
+  for (Eigen::Index p = 0; p < periods; ++p) {
+    const __m512 xv = _mm512_maskz_loadu_ps(period_mask, x + p * P::columns);
+    float* o = out + p * (P::vectors * 16);
+    for (int t = 0; t < P::vectors; ++t) {
+      const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
+      _mm512_storeu_ps(o + 16 * t, _mm512_mul_ps(_mm512_maskz_permutexvar_ps(0xFFFF, lanes, xv),
+                                                 _mm512_load_ps(pattern + 16 * t)));
+    }
+  }
+  // The last columns: a shortened period, its last vector masked.
+  const int left = static_cast<int>(n - periods * P::columns);
+  if (left > 0) {
+    const __m512 xv =
+        _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1), x + periods * P::columns);
+    float* o = out + periods * (P::vectors * 16);
+    const int floats = left * Out;
+    for (int t = 0; 16 * t < floats; ++t) {
+      const int lanes_left = std::min(16, floats - 16 * t);
+      const __mmask16 keep = static_cast<__mmask16>((1u << lanes_left) - 1);
+      const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
+      _mm512_mask_storeu_ps(o + 16 * t, keep,
+                            _mm512_mul_ps(_mm512_maskz_permutexvar_ps(0xFFFF, lanes, xv),
+                                          _mm512_load_ps(pattern + 16 * t)));
+    }
+  }
+}
+
+/// outer_product_columns compiled for AVX2 (the compiler vectorises the columns).
+template <int Out>
+BACKPROP_TARGET_AVX2 void outer_product_columns_avx2(float* out, const float* d, const float* x,
+                                                     Eigen::Index n) {
+  for (Eigen::Index j = 0; j < n; ++j) {
+    const float xj = x[j];
+    float* c = out + std::ptrdiff_t{Out} * j;
+    for (int i = 0; i < Out; ++i) c[i] = xj * d[i];
+  }
+}
 #endif
 
 /// The outer product d x^T into the column-major Out x n matrix `out`: column j is
 /// x[j] * d (every column is written, zero inputs give zero columns).
 template <int Out, class Scalar>
 void outer_product_columns(Scalar* out, const Scalar* d, const Scalar* x, Eigen::Index n) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<Scalar, float> && Out <= small_layer) {
-    // The matrix is written as consecutive 16-float vectors, not column by column: a
-    // column of 30 floats would take two stores that mostly straddle cache lines.
-    // Each vector is a permutation of a few x values (vpermps from the period's
-    // columns) times the matching pattern of d. 30 x 784 (94 KB): 1.6-1.8 us before,
-    // 1.15-1.4 us now, where a memset of the 94 KB takes 0.9-1.0 us (level-2 bandwidth).
-    using P = FlatColumns<Out>;
-    alignas(64) float pattern[P::vectors * 16];
-    if constexpr (Out <= 32) {
-      // Up to 32 rows: each pattern vector is one two-source permutation of d.
-      // (The shift counts are clamped so that the branch not taken is still a valid
-      // shift: clang warns about a negative or too wide one even there.)
-      constexpr unsigned low = Out >= 16 ? 0xFFFFu : (1u << (Out >= 16 ? 0 : Out)) - 1u;
-      constexpr unsigned high = Out > 16 ? (1u << (Out > 16 ? Out - 16 : 0)) - 1u : 0u;
-      const __m512 d0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(low), d);
-      const __m512 d1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(high), d + 16);
-      for (int t = 0; t < P::vectors; ++t) {
-        const __m512i rows = _mm512_load_si512(P::row.data() + 16 * t);
-        _mm512_store_ps(pattern + 16 * t, _mm512_permutex2var_ps(d0, rows, d1));
-      }
-    } else {
-      for (int k = 0; k < P::vectors * 16; ++k) pattern[k] = d[P::row[static_cast<std::size_t>(k)]];
+#if BACKPROP_X86_KERNELS
+  if constexpr (std::is_same_v<Scalar, float>) {
+    const int isa = active_isa();
+    if constexpr (Out <= small_layer) {
+      if (isa >= 2) return outer_product_columns_avx512<Out>(out, d, x, n);
     }
-    constexpr __mmask16 period_mask = static_cast<__mmask16>((1u << P::columns) - 1);
-    const Eigen::Index periods = n / P::columns;
-    for (Eigen::Index p = 0; p < periods; ++p) {
-      const __m512 xv = _mm512_maskz_loadu_ps(period_mask, x + p * P::columns);
-      float* o = out + p * (P::vectors * 16);
-      for (int t = 0; t < P::vectors; ++t) {
-        const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
-        _mm512_storeu_ps(o + 16 * t, _mm512_mul_ps(_mm512_permutexvar_ps(lanes, xv),
-                                                   _mm512_load_ps(pattern + 16 * t)));
-      }
-    }
-    // The last columns: a shortened period, its last vector masked.
-    const int left = static_cast<int>(n - periods * P::columns);
-    if (left > 0) {
-      const __m512 xv =
-          _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1), x + periods * P::columns);
-      float* o = out + periods * (P::vectors * 16);
-      const int floats = left * Out;
-      for (int t = 0; 16 * t < floats; ++t) {
-        const int lanes_left = std::min(16, floats - 16 * t);
-        const __mmask16 keep = static_cast<__mmask16>((1u << lanes_left) - 1);
-        const __m512i lanes = _mm512_load_si512(P::column.data() + 16 * t);
-        _mm512_mask_storeu_ps(
-            o + 16 * t, keep,
-            _mm512_mul_ps(_mm512_permutexvar_ps(lanes, xv), _mm512_load_ps(pattern + 16 * t)));
-      }
-    }
-    return;
+    if (isa >= 1) return outer_product_columns_avx2<Out>(out, d, x, n);
   }
 #endif
   for (Eigen::Index j = 0; j < n; ++j) {

@@ -286,12 +286,10 @@ class DenseLayer
   /// AVX-512): every column then starts a cache line and the kernels need no masks
   /// or scalar tails. 784-30-10: the two sparse loops take 25% less time (30 rows
   /// touch 2.75 cache lines per column on average, padded to 32 rows exactly 2).
-#if defined(__AVX512F__)
+  /// (Whatever the instruction set: AVX2's 8-lane vectors divide the padded columns
+  /// too, and the portable loops read only Out rows of them.)
   static constexpr bool pad_weights =
       std::is_same_v<Scalar, float> && Out <= detail::small_layer && Out % 16 != 0;
-#else
-  static constexpr bool pad_weights = false;
-#endif
   /// Out rounded up to whole 16-float vectors: the rows of the padded copy of W.
   static constexpr int padded_rows = (Out + 15) / 16 * 16;
 
