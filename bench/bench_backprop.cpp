@@ -254,6 +254,8 @@ void describe(bench::Report& r, const bench::Options& o, const bench::Data& d) {
   r.meta("eigen", std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                       "." + std::to_string(EIGEN_MINOR_VERSION));
   r.meta("simd", Eigen::SimdInstructionSetsInUse());
+  // The level of backprop's own kernels, chosen at run time (instruction_set.hpp).
+  r.meta("kernels", std::string(backprop::to_string(backprop::instruction_set())));
   r.meta("eigen_threads", std::to_string(Eigen::nbThreads()));
   r.meta("requested_threads", std::to_string(o.threads));
 }

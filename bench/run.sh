@@ -5,12 +5,18 @@
 # Markdown table (stdout) and one JSON file.
 #
 #   bash bench/run.sh [--threads 1,2] [--runs 3] [--json PATH] [--samples 50000]
-#                     [--only W1,W5] [--no-install] [--quick]
+#                     [--only W1,W5] [--no-install] [--quick] [--builds LIST]
 #
 # --threads  comma-separated thread counts to run (default 1); the sgemm peak is always
 #            measured with 1 and 2 threads.
 # --json     merged results (default bench/results.json).
 # --quick    1 run and 5000 samples per workload (a smoke test, not a measurement).
+# --builds   also compare builds of backprop + plain Eigen, e.g. default,avx2,native:
+#            default = CMake's Release flags (-O3, no -march), avx2 = -O3 -mavx2 -mfma,
+#            native = the main build; NAME@ISA caps backprop's kernels (BACKPROP_MAX_ISA,
+#            e.g. default@avx2: a default build as an AVX2-only CPU runs it). Rounds of
+#            all builds are interleaved; a table of seconds per build follows, with the
+#            instruction set each used (builds: build/bench-NAME).
 # Peers whose library is missing are skipped with a message, never faked.
 set -euo pipefail
 
@@ -22,6 +28,7 @@ samples=50000
 json="$root/bench/results.json"
 only=""
 install=1
+builds=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -30,8 +37,9 @@ while [[ $# -gt 0 ]]; do
     --json) json="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
+    --builds) builds="$2"; shift 2 ;;
     --quick) runs=1; samples=5000; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -175,6 +183,47 @@ for t in ${threads//,/ }; do
   fi
   first=0
 done
+
+# ---- builds: the same workloads from builds with other flags, rounds interleaved ----
+if [[ -n "$builds" ]]; then
+  mkdir -p "$out/builds"
+  declare -A build_bin=() build_isa=()
+  for spec in ${builds//,/ }; do
+    name=${spec%@*}
+    isa=""
+    [[ "$spec" == *@* ]] && isa=${spec#*@}
+    case "$name" in
+      native) dir="$build" ;;
+      default | avx2)
+        dir="$root/build/bench-$name"
+        flags=""
+        [[ $name == avx2 ]] && flags="-mavx2 -mfma"
+        say "building bench_backprop ($name: -O3 $flags)"
+        cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DBACKPROP_BUILD_BENCH=ON \
+          -DBACKPROP_BENCH_NATIVE=OFF "-DCMAKE_CXX_FLAGS=$flags" -DBACKPROP_BUILD_TESTS=OFF \
+          -DBACKPROP_BUILD_EXAMPLES=OFF -DBACKPROP_VERIFY_HEADERS=OFF -DBACKPROP_INSTALL=OFF \
+          >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log" >&2; exit 1; }
+        cmake --build "$dir" --target bench_backprop -j 2 >"$dir.build.log" 2>&1 ||
+          { tail -50 "$dir.build.log" >&2; exit 1; }
+        ;;
+      *) echo "run.sh: unknown build $name in --builds (default, avx2, native)" >&2; exit 2 ;;
+    esac
+    build_bin[$spec]="$dir/bench/bench_backprop"
+    build_isa[$spec]="$isa"
+  done
+  for t in ${threads//,/ }; do
+    export OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t"
+    for ((round = 1; round <= runs; round++)); do
+      for spec in ${builds//,/ }; do
+        say "builds: threads=$t round $round: $spec"
+        env ${build_isa[$spec]:+BACKPROP_MAX_ISA=${build_isa[$spec]}} "${build_bin[$spec]}" \
+          --threads "$t" --data "$data" --runs 1 --samples "$samples" ${only:+--only "$only"} \
+          --json "$out/builds/${spec//@/-}_t${t}_r$round.json" >/dev/null
+      done
+    done
+  done
+  "$python" "$root/bench/builds_table.py" "$out/builds" "$builds"
+fi
 
 # ---- merge ----
 "$python" - "$out/machine.json" "$cpu" "$load_before" <<'EOF'

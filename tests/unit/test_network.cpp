@@ -822,6 +822,31 @@ TEST_CASE("Every instruction set's kernels agree with plain loops", "[network][s
     kernels(std::integral_constant<int, 100>{}, std::integral_constant<int, 112>{});
     kernels(std::integral_constant<int, 128>{}, std::integral_constant<int, 128>{});
     for (Eigen::Index m : {1, 7, 8, 9, 16, 17, 30, 64, 95, 96, 97, 128, 129}) products(m);
+    // Bigger products: blocked over rows, columns and depth (where Eigen's own product
+    // was compiled for narrower vectors than the CPU's), and the workspace-free
+    // inference product.
+    for (Eigen::Index m : {33, 200}) {
+      for (Eigen::Index n : {1, 9, 70}) {
+        for (Eigen::Index k : {129, 300}) {
+          INFO("m " << m << " n " << n << " k " << k);
+          const Mat<float> a = bptest::random_matrix<float>(m, k, ++seed, -1.0, 1.0);
+          const Mat<float> b = bptest::random_matrix<float>(k, n, ++seed, -1.0, 1.0);
+          const Mat<float> want = a * b;
+          bp::detail::GemmWorkspace<float> ws;
+          Mat<float> c;
+          ws.assign<false, false>(c, a, b);
+          CHECK((c - want).cwiseAbs().maxCoeff() < 1e-3f);
+          const Mat<float> at = a.transpose();
+          const Mat<float> bt = b.transpose();
+          Mat<float> acc = Mat<float>::Ones(m, n);
+          ws.add<true, true>(acc, 2.0f, at, bt);
+          CHECK((acc - (Mat<float>::Ones(m, n) + 2.0f * want)).cwiseAbs().maxCoeff() < 2e-3f);
+          Mat<float> d;
+          bp::detail::multiply(d, a, b);
+          CHECK((d - want).cwiseAbs().maxCoeff() < 1e-3f);
+        }
+      }
+    }
   }
   bp::set_max_instruction_set(before);
 }

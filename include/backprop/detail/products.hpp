@@ -9,6 +9,10 @@
 #if BACKPROP_X86_KERNELS
 #include <immintrin.h>
 #endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#include <algorithm>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -175,7 +179,7 @@ BACKPROP_TARGET_AVX2 inline void small_product_columns_avx2(
   }
 }
 
-/// small_product with AVX2 (m <= 8 V <= 96).
+/// small_product with AVX2 (m <= 8 V <= 96; up to 128 for one or two columns).
 template <int V>
 BACKPROP_TARGET_AVX2 void small_product_avx2(float* c, Eigen::Index ldc, const float* a,
                                              Eigen::Index lda, const float* b, Eigen::Index sb,
@@ -211,7 +215,221 @@ BACKPROP_TARGET_AVX2 void small_product_avx2(float* c, Eigen::Index ldc, const f
     }
   }
 }
+
+/// The widest vectors Eigen's own products were compiled for (0: SSE or none, 1: AVX2
+/// with FMA, 2: AVX-512): where the CPU runs wider ones, blocked_product below is
+/// faster than Eigen's GEMM.
+#if defined(EIGEN_VECTORIZE_AVX512)
+inline constexpr int eigen_isa = 2;
+#elif defined(EIGEN_VECTORIZE_AVX2) && defined(EIGEN_VECTORIZE_FMA)
+inline constexpr int eigen_isa = 1;
+#else
+inline constexpr int eigen_isa = 0;
 #endif
+
+/// blocked_product's depth of a block: 128 values of k, so that a block of A (32 rows
+/// with AVX-512, 16 with AVX2: 16 or 8 KB) stays in the level-1 cache while it meets
+/// every column of the product.
+inline constexpr Eigen::Index blocked_depth = 128;
+
+/// C = alpha * A B (+ C if accumulate) for any m, columns [j0, j1) of C, with the
+/// AVX-512 small_product_columns on blocks of 32 rows x 8 columns x blocked_depth
+/// (16 accumulators; A is not packed: its columns are contiguous).
+BACKPROP_TARGET_AVX512 inline void blocked_product_avx512(
+    float* c, Eigen::Index ldc, const float* a, Eigen::Index lda, const float* b, Eigen::Index sb,
+    Eigen::Index tb, Eigen::Index m, Eigen::Index j0, Eigen::Index j1, Eigen::Index k, float alpha,
+    bool accumulate) {
+  for (Eigen::Index p0 = 0; p0 < k; p0 += blocked_depth) {
+    const Eigen::Index kc = std::min(blocked_depth, k - p0);
+    const bool add = accumulate || p0 > 0;
+    const float* ap = a + p0 * lda;
+    const float* bp = b + p0 * sb;
+    for (Eigen::Index r0 = 0; r0 < m; r0 += 32) {
+      const Eigen::Index rows = std::min<Eigen::Index>(32, m - r0);
+      const auto last = static_cast<__mmask16>(
+          rows % 16 == 0 ? 0xFFFFu : (1u << static_cast<unsigned>(rows % 16)) - 1u);
+      float* cr = c + r0;
+      const float* ar = ap + r0;
+      Eigen::Index j = j0;
+      if (rows > 16) {
+        for (; j + 8 <= j1; j += 8) {
+          small_product_columns<2, 8>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, alpha, add);
+        }
+        for (; j < j1; ++j) {
+          small_product_columns<2, 1>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, alpha, add);
+        }
+      } else {
+        for (; j + 8 <= j1; j += 8) {
+          small_product_columns<1, 8>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, alpha, add);
+        }
+        for (; j < j1; ++j) {
+          small_product_columns<1, 1>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, alpha, add);
+        }
+      }
+    }
+  }
+}
+
+/// blocked_product_avx512 with AVX2: blocks of 16 rows x 4 columns (8 accumulators of
+/// the 16 registers).
+BACKPROP_TARGET_AVX2 inline void blocked_product_avx2(float* c, Eigen::Index ldc, const float* a,
+                                                      Eigen::Index lda, const float* b,
+                                                      Eigen::Index sb, Eigen::Index tb,
+                                                      Eigen::Index m, Eigen::Index j0,
+                                                      Eigen::Index j1, Eigen::Index k, float alpha,
+                                                      bool accumulate) {
+  for (Eigen::Index p0 = 0; p0 < k; p0 += blocked_depth) {
+    const Eigen::Index kc = std::min(blocked_depth, k - p0);
+    const bool add = accumulate || p0 > 0;
+    const float* ap = a + p0 * lda;
+    const float* bp = b + p0 * sb;
+    for (Eigen::Index r0 = 0; r0 < m; r0 += 16) {
+      const Eigen::Index rows = std::min<Eigen::Index>(16, m - r0);
+      const bool masked = rows % 8 != 0;
+      const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows % 8)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      float* cr = c + r0;
+      const float* ar = ap + r0;
+      Eigen::Index j = j0;
+      if (rows > 8) {
+        for (; j + 4 <= j1; j += 4) {
+          small_product_columns_avx2<2, 4>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, masked, alpha,
+                                           add);
+        }
+        for (; j < j1; ++j) {
+          small_product_columns_avx2<2, 1>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, masked, alpha,
+                                           add);
+        }
+      } else {
+        for (; j + 4 <= j1; j += 4) {
+          small_product_columns_avx2<1, 4>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, masked, alpha,
+                                           add);
+        }
+        for (; j < j1; ++j) {
+          small_product_columns_avx2<1, 1>(cr, ldc, ar, lda, bp, sb, tb, j, kc, last, masked, alpha,
+                                           add);
+        }
+      }
+    }
+  }
+}
+#endif
+
+#if BACKPROP_X86_KERNELS
+/// Whether small_product takes an m x n x k product at level `isa`: few multiply-adds,
+/// or a product with one or two columns (a layer's batch-1 inference: the whole
+/// columns of A stream through, as in Eigen's matrix-vector product).
+inline bool small_kernel_product(int isa, Eigen::Index m, Eigen::Index n, Eigen::Index k) {
+  if (n <= 2) return m <= small_product_rows;
+  const Eigen::Index max_rows = isa >= 2 ? small_product_rows : small_product_rows_avx2;
+  return m <= max_rows && m * n * k <= small_product_work;
+}
+
+/// Whether kernel_product computes an m x n x k product at instruction-set level
+/// `isa`: small ones always (see small_product_work), bigger ones where Eigen was
+/// compiled for narrower vectors than the CPU has (a build without -march: Eigen's SSE
+/// GEMM reaches a quarter of what AVX-512 does).
+inline bool kernel_product_takes(int isa, Eigen::Index m, Eigen::Index n, Eigen::Index k) {
+  if (isa < 1 || m <= 0 || n <= 0) return false;
+  return small_kernel_product(isa, m, n, k) || (isa > eigen_isa && k > 0);
+}
+
+/// C = alpha * A B (+ C if accumulate), float, column-major C and A (columns ldc and
+/// lda apart), B(p, j) = b[p * sb + j * tb], with small_product or blocked_product at
+/// level `isa` (kernel_product_takes(isa, m, n, k) must hold).
+inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
+                           const float* b, Eigen::Index sb, Eigen::Index tb, Eigen::Index m,
+                           Eigen::Index n, Eigen::Index k, float alpha, bool accumulate, int isa) {
+  if (!small_kernel_product(isa, m, n, k)) {
+    const auto columns = [&](Eigen::Index j0, Eigen::Index j1) {
+      if (isa >= 2) {
+        blocked_product_avx512(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
+      } else {
+        blocked_product_avx2(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
+      }
+    };
+#if defined(_OPENMP)
+    // On Eigen's threads, as its own GEMM would be: ranges of whole 8-column groups.
+    const int threads = static_cast<int>(std::min<Eigen::Index>(Eigen::nbThreads(), (n + 7) / 8));
+    if (threads > 1 && omp_in_parallel() == 0 && m * n * k >= 1048576) {
+      const Eigen::Index groups = (n + 7) / 8;
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int t = 0; t < threads; ++t) {
+        columns(std::min(n, groups * t / threads * 8), std::min(n, groups * (t + 1) / threads * 8));
+      }
+      return;
+    }
+#endif
+    columns(0, n);
+    return;
+  }
+  // V = the number of vectors per column (16 lanes: 1 to 8, 8 lanes: 1 to 16), as a
+  // template argument.
+  if (isa >= 2) {
+    const Eigen::Index vectors = (m + 15) / 16;
+    const bool done = [&]<int... V>(std::integer_sequence<int, V...>) {
+      return (
+          (vectors == V + 1 &&
+           (small_product<V + 1>(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate), true)) ||
+          ...);
+    }
+    (std::make_integer_sequence<int, 8>{});
+    eigen_assert(done && "kernel_product: a row count small_kernel_product does not allow");
+    (void)done;
+  } else {
+    const Eigen::Index vectors = (m + 7) / 8;
+    const bool done = [&]<int... V>(std::integer_sequence<int, V...>) {
+      return ((vectors == V + 1 &&
+               (small_product_avx2<V + 1>(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate),
+                true)) ||
+              ...);
+    }
+    (std::make_integer_sequence<int, 16>{});
+    eigen_assert(done && "kernel_product: a row count small_kernel_product does not allow");
+    (void)done;
+  }
+}
+#endif
+
+/// dst = a * b (plain column-major operands; dst does not alias them) without a
+/// workspace, for inference: backprop's kernels where kernel_product_takes says so,
+/// otherwise Eigen's product.
+template <class Dst, class A, class B>
+void multiply(Dst& dst, const A& a, const B& b) {
+#if BACKPROP_X86_KERNELS
+  if constexpr (std::is_same_v<typename Dst::Scalar, float> && gemm_operand<A> && gemm_operand<B> &&
+                gemm_operand<Dst>) {
+    const Eigen::Index m = a.rows(), n = b.cols(), k = a.cols();
+    const int isa = active_isa();
+    if (m + n + k >= small_product_size && kernel_product_takes(isa, m, n, k)) {
+      dst.resize(m, n);
+      kernel_product(dst.data(), dst.outerStride(), a.data(), a.outerStride(), b.data(), 1,
+                     b.outerStride(), m, n, k, 1.0f, false, isa);
+      return;
+    }
+  }
+#endif
+  dst.noalias() = a * b;
+}
+
+/// dst (cols x rows, column-major, no gaps) = the transpose of the rows x cols
+/// column-major matrix at src (columns ld apart), in 16 x 16 tiles: both sides then
+/// move through whole cache lines (a 1024 x 1024 transpose element by element took a
+/// third as long as the product it served, in a build without -march).
+template <class Scalar>
+void transpose_into(Scalar* dst, const Scalar* src, Eigen::Index rows, Eigen::Index cols,
+                    Eigen::Index ld) {
+  constexpr Eigen::Index tile = 16;
+  for (Eigen::Index c0 = 0; c0 < cols; c0 += tile) {
+    const Eigen::Index c1 = std::min(cols, c0 + tile);
+    for (Eigen::Index r0 = 0; r0 < rows; r0 += tile) {
+      const Eigen::Index r1 = std::min(rows, r0 + tile);
+      for (Eigen::Index c = c0; c < c1; ++c) {
+        for (Eigen::Index r = r0; r < r1; ++r) dst[r * cols + c] = src[c * ld + r];
+      }
+    }
+  }
+}
 
 /// The packing buffers of one product call site, kept between mini-batches.
 ///
@@ -247,6 +465,7 @@ class GemmWorkspace {
     const Eigen::Index m = TransA ? a.cols() : a.rows();
     const Eigen::Index k = TransA ? a.rows() : a.cols();
     const Eigen::Index n = TransB ? b.rows() : b.cols();
+    if (!accumulate) dst.resize(m, n);  // (the kernels below write into dst's storage)
     auto op_a = [&]() -> decltype(auto) {
       if constexpr (TransA)
         return a.transpose();
@@ -271,45 +490,20 @@ class GemmWorkspace {
     if constexpr (std::is_same_v<Scalar, float> && gemm_operand<A> && gemm_operand<B> &&
                   gemm_operand<Dst>) {
       const int isa = active_isa();
-      const Eigen::Index max_rows = isa >= 2 ? small_product_rows : small_product_rows_avx2;
-      if (isa >= 1 && m <= max_rows && m * n * k <= small_product_work && m > 0 && n > 0) {
+      if (kernel_product_takes(isa, m, n, k)) {
         const float* a_cols = a.data();
         Eigen::Index lda = a.outerStride();
         if constexpr (TransA) {
           // op(a) = a^T: its columns are rows of a; transposed into the scratch buffer.
           m_transposed.resize(static_cast<std::size_t>(m * k));
-          Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>>(m_transposed.data(), m,
-                                                                           k) = a.transpose();
+          transpose_into(m_transposed.data(), a.data(), a.rows(), a.cols(), a.outerStride());
           a_cols = m_transposed.data();
           lda = m;
         }
         // B(p, j) of op(b): b(p, j) or, transposed, b(j, p).
-        const Eigen::Index sb = TransB ? b.outerStride() : 1;
-        const Eigen::Index tb = TransB ? 1 : b.outerStride();
-        float* const c = dst.data();
-        const Eigen::Index ldc = dst.outerStride();
-        const auto fa = static_cast<float>(alpha);
-        // V = the number of vectors per column (16 lanes: 1 to 8, 8 lanes: 1 to 12), as
-        // a template argument.
-        if (isa >= 2) {
-          const Eigen::Index vectors = (m + 15) / 16;
-          [&]<int... V>(std::integer_sequence<int, V...>) {
-            (void)((vectors == V + 1 && (small_product<V + 1>(c, ldc, a_cols, lda, b.data(), sb, tb,
-                                                              m, n, k, fa, accumulate),
-                                         true)) ||
-                   ...);
-          }
-          (std::make_integer_sequence<int, 8>{});
-        } else {
-          const Eigen::Index vectors = (m + 7) / 8;
-          [&]<int... V>(std::integer_sequence<int, V...>) {
-            (void)((vectors == V + 1 && (small_product_avx2<V + 1>(c, ldc, a_cols, lda, b.data(),
-                                                                   sb, tb, m, n, k, fa, accumulate),
-                                         true)) ||
-                   ...);
-          }
-          (std::make_integer_sequence<int, 12>{});
-        }
+        kernel_product(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
+                       TransB ? b.outerStride() : 1, TransB ? 1 : b.outerStride(), m, n, k,
+                       static_cast<float>(alpha), accumulate, isa);
         return;
       }
     }

@@ -128,7 +128,7 @@ class DenseLayer
   template <class X>
   void forward(const X& x, Matrix& y, Matrix* z_out = nullptr) const {
     Matrix z(Out, x.cols());
-    z.noalias() = m_weights * x;
+    detail::multiply(z, m_weights, x);
     z.colwise() += m_biases;
     y.resize(Out, x.cols());
     detail::activation_forward<Act>(z, y);
@@ -139,7 +139,7 @@ class DenseLayer
   template <class X>
   [[nodiscard]] auto forward_sample(const X& x) const {
     detail::SmallVector<Scalar, Out> z(Out);
-    z.noalias() = m_weights * x;
+    detail::multiply(z, m_weights, x);
     z += m_biases;
     detail::SmallVector<Scalar, Out> a(Out);
     detail::activation_forward<Act>(z, a);
@@ -222,7 +222,7 @@ class DenseLayer
         } else if (accumulate) {
           ws.gemm_update.template add<false, true>(target, factor, delta, x);
         } else {
-          target.noalias() = delta * x.transpose();
+          ws.gemm_update.template assign<false, true>(target, delta, x);
         }
       });
     });
