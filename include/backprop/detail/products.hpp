@@ -43,13 +43,8 @@ inline constexpr bool gemm_operand = (static_cast<unsigned>(std::remove_cvref_t<
 #endif
 
 #if BACKPROP_X86_KERNELS
-/// Products of float matrices at most this wide (rows of the result) and with at
-/// most this many multiply-adds take small_product below instead of Eigen's GEMM,
-/// whose packing of both operands dominates at these sizes: 784-30-10 with batches
-/// of 10 spent 9% of an epoch in the three 10 x 30 x 10 products of the last layer.
-/// With AVX2 (8-lane vectors, 16 registers) up to 96 rows.
-inline constexpr Eigen::Index small_product_rows = 128;
-inline constexpr Eigen::Index small_product_rows_avx2 = 96;
+/// Products with at most this many multiply-adds take backprop's kernels even where
+/// Eigen's GEMM has the same vectors (kernel_product_takes).
 inline constexpr Eigen::Index small_product_work = 65536;
 
 // Fully unrolled loops over the accumulators: g++ 12 at -O3 otherwise keeps them in
@@ -104,39 +99,6 @@ BACKPROP_TARGET_AVX512 inline void small_product_columns(float* c, Eigen::Index 
   }
 }
 
-/// C = alpha * A B (+ C if accumulate) with small_product_columns, 8 / V columns at a
-/// time (m <= 16 V), the rest in groups of Cols/2, Cols/4, ..., 1 columns.
-template <int V>
-BACKPROP_TARGET_AVX512 void small_product(float* c, Eigen::Index ldc, const float* a,
-                                          Eigen::Index lda, const float* b, Eigen::Index sb,
-                                          Eigen::Index tb, Eigen::Index m, Eigen::Index n,
-                                          Eigen::Index k, float alpha, bool accumulate) {
-  constexpr int Cols = 8 / V;
-  const auto last =
-      static_cast<__mmask16>(m % 16 == 0 ? 0xFFFFu : (1u << static_cast<unsigned>(m % 16)) - 1u);
-  Eigen::Index j = 0;
-  for (; j + Cols <= n; j += Cols) {
-    small_product_columns<V, Cols>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
-  }
-  if constexpr (Cols >= 8) {
-    if (j + 4 <= n) {
-      small_product_columns<V, 4>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
-      j += 4;
-    }
-  }
-  if constexpr (Cols >= 4) {
-    if (j + 2 <= n) {
-      small_product_columns<V, 2>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
-      j += 2;
-    }
-  }
-  if constexpr (Cols >= 2) {
-    if (j + 1 <= n) {
-      small_product_columns<V, 1>(c, ldc, a, lda, b, sb, tb, j, k, last, alpha, accumulate);
-    }
-  }
-}
-
 /// small_product_columns with AVX2: m <= 8 V rows, C V 8-lane accumulators (at most 12).
 template <int V, int C>
 BACKPROP_TARGET_AVX2 inline void small_product_columns_avx2(
@@ -179,39 +141,98 @@ BACKPROP_TARGET_AVX2 inline void small_product_columns_avx2(
   }
 }
 
-/// small_product with AVX2 (m <= 8 V <= 96; up to 128 for one or two columns).
-template <int V>
-BACKPROP_TARGET_AVX2 void small_product_avx2(float* c, Eigen::Index ldc, const float* a,
-                                             Eigen::Index lda, const float* b, Eigen::Index sb,
-                                             Eigen::Index tb, Eigen::Index m, Eigen::Index n,
-                                             Eigen::Index k, float alpha, bool accumulate) {
-  constexpr int Cols = V <= 1 ? 8 : V <= 3 ? 4 : V <= 6 ? 2 : 1;
-  const bool masked = m % 8 != 0;
-  const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(m % 8)),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  Eigen::Index j = 0;
-  for (; j + Cols <= n; j += Cols) {
-    small_product_columns_avx2<V, Cols>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
-                                        accumulate);
-  }
-  if constexpr (Cols >= 8) {
-    if (j + 4 <= n) {
-      small_product_columns_avx2<V, 4>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
-                                       accumulate);
-      j += 4;
+/// C = alpha * A B (+ C if accumulate) for n <= 2 columns (a layer's batch-1
+/// inference): per column, blocks of up to 128 rows (AVX-512) whose whole columns of A
+/// stream through in order, as in Eigen's matrix-vector product (blocks of 32 rows
+/// took 1.7 times as long for 784-100-10).
+BACKPROP_TARGET_AVX512 inline void gemv_avx512(float* c, Eigen::Index ldc, const float* a,
+                                               Eigen::Index lda, const float* b, Eigen::Index sb,
+                                               Eigen::Index tb, Eigen::Index m, Eigen::Index n,
+                                               Eigen::Index k, float alpha, bool accumulate) {
+  for (Eigen::Index j = 0; j < n; ++j) {
+    for (Eigen::Index r0 = 0; r0 < m; r0 += 128) {
+      const Eigen::Index rows = std::min<Eigen::Index>(128, m - r0);
+      const auto last = static_cast<__mmask16>(
+          rows % 16 == 0 ? 0xFFFFu : (1u << static_cast<unsigned>(rows % 16)) - 1u);
+      float* cr = c + r0;
+      const float* ar = a + r0;
+      switch ((rows + 15) / 16) {
+        case 1:
+          small_product_columns<1, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 2:
+          small_product_columns<2, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 3:
+          small_product_columns<3, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 4:
+          small_product_columns<4, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 5:
+          small_product_columns<5, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 6:
+          small_product_columns<6, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        case 7:
+          small_product_columns<7, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+        default:
+          small_product_columns<8, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, alpha, accumulate);
+          break;
+      }
     }
   }
-  if constexpr (Cols >= 4) {
-    if (j + 2 <= n) {
-      small_product_columns_avx2<V, 2>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
-                                       accumulate);
-      j += 2;
-    }
-  }
-  if constexpr (Cols >= 2) {
-    if (j + 1 <= n) {
-      small_product_columns_avx2<V, 1>(c, ldc, a, lda, b, sb, tb, j, k, last, masked, alpha,
-                                       accumulate);
+}
+
+/// gemv_avx512 with AVX2: blocks of up to 64 rows (8 accumulators).
+BACKPROP_TARGET_AVX2 inline void gemv_avx2(float* c, Eigen::Index ldc, const float* a,
+                                           Eigen::Index lda, const float* b, Eigen::Index sb,
+                                           Eigen::Index tb, Eigen::Index m, Eigen::Index n,
+                                           Eigen::Index k, float alpha, bool accumulate) {
+  for (Eigen::Index j = 0; j < n; ++j) {
+    for (Eigen::Index r0 = 0; r0 < m; r0 += 64) {
+      const Eigen::Index rows = std::min<Eigen::Index>(64, m - r0);
+      const bool masked = rows % 8 != 0;
+      const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows % 8)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      float* cr = c + r0;
+      const float* ar = a + r0;
+      switch ((rows + 7) / 8) {
+        case 1:
+          small_product_columns_avx2<1, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 2:
+          small_product_columns_avx2<2, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 3:
+          small_product_columns_avx2<3, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 4:
+          small_product_columns_avx2<4, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 5:
+          small_product_columns_avx2<5, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 6:
+          small_product_columns_avx2<6, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        case 7:
+          small_product_columns_avx2<7, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+        default:
+          small_product_columns_avx2<8, 1>(cr, ldc, ar, lda, b, sb, tb, j, k, last, masked, alpha,
+                                           accumulate);
+          break;
+      }
     }
   }
 }
@@ -316,78 +337,51 @@ BACKPROP_TARGET_AVX2 inline void blocked_product_avx2(float* c, Eigen::Index ldc
 #endif
 
 #if BACKPROP_X86_KERNELS
-/// Whether small_product takes an m x n x k product at level `isa`: few multiply-adds,
-/// or a product with one or two columns (a layer's batch-1 inference: the whole
-/// columns of A stream through, as in Eigen's matrix-vector product).
-inline bool small_kernel_product(int isa, Eigen::Index m, Eigen::Index n, Eigen::Index k) {
-  if (n <= 2) return m <= small_product_rows;
-  const Eigen::Index max_rows = isa >= 2 ? small_product_rows : small_product_rows_avx2;
-  return m <= max_rows && m * n * k <= small_product_work;
-}
-
 /// Whether kernel_product computes an m x n x k product at instruction-set level
-/// `isa`: small ones always (see small_product_work), bigger ones where Eigen was
-/// compiled for narrower vectors than the CPU has (a build without -march: Eigen's SSE
-/// GEMM reaches a quarter of what AVX-512 does).
+/// `isa`: small ones always (Eigen's GEMM packs both operands, which dominates at these
+/// sizes: 784-30-10 with batches of 10 spent 9% of an epoch in the three 10 x 30 x 10
+/// products of the last layer), one- and two-column ones up to 128 rows (batch-1
+/// inference), and any where Eigen was compiled for narrower vectors than the CPU has
+/// (a build without -march: Eigen's SSE GEMM reaches a quarter of what AVX-512 does).
 inline bool kernel_product_takes(int isa, Eigen::Index m, Eigen::Index n, Eigen::Index k) {
   if (isa < 1 || m <= 0 || n <= 0) return false;
-  return small_kernel_product(isa, m, n, k) || (isa > eigen_isa && k > 0);
+  return isa > eigen_isa || (n <= 2 && m <= 128) || m * n * k <= small_product_work;
 }
 
 /// C = alpha * A B (+ C if accumulate), float, column-major C and A (columns ldc and
-/// lda apart), B(p, j) = b[p * sb + j * tb], with small_product or blocked_product at
-/// level `isa` (kernel_product_takes(isa, m, n, k) must hold).
+/// lda apart), B(p, j) = b[p * sb + j * tb], at level `isa` (kernel_product_takes(isa, m,
+/// n, k) must hold): gemv for one or two columns, blocked_product otherwise.
 inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
                            const float* b, Eigen::Index sb, Eigen::Index tb, Eigen::Index m,
                            Eigen::Index n, Eigen::Index k, float alpha, bool accumulate, int isa) {
-  if (!small_kernel_product(isa, m, n, k)) {
-    const auto columns = [&](Eigen::Index j0, Eigen::Index j1) {
-      if (isa >= 2) {
-        blocked_product_avx512(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
-      } else {
-        blocked_product_avx2(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
-      }
-    };
-#if defined(_OPENMP)
-    // On Eigen's threads, as its own GEMM would be: ranges of whole 8-column groups.
-    const int threads = static_cast<int>(std::min<Eigen::Index>(Eigen::nbThreads(), (n + 7) / 8));
-    if (threads > 1 && omp_in_parallel() == 0 && m * n * k >= 1048576) {
-      const Eigen::Index groups = (n + 7) / 8;
-#pragma omp parallel for num_threads(threads) schedule(static)
-      for (int t = 0; t < threads; ++t) {
-        columns(std::min(n, groups * t / threads * 8), std::min(n, groups * (t + 1) / threads * 8));
-      }
-      return;
+  if (n <= 2) {
+    if (isa >= 2) {
+      gemv_avx512(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate);
+    } else {
+      gemv_avx2(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate);
     }
-#endif
-    columns(0, n);
     return;
   }
-  // V = the number of vectors per column (16 lanes: 1 to 8, 8 lanes: 1 to 16), as a
-  // template argument.
-  if (isa >= 2) {
-    const Eigen::Index vectors = (m + 15) / 16;
-    const bool done = [&]<int... V>(std::integer_sequence<int, V...>) {
-      return (
-          (vectors == V + 1 &&
-           (small_product<V + 1>(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate), true)) ||
-          ...);
+  const auto columns = [&](Eigen::Index j0, Eigen::Index j1) {
+    if (isa >= 2) {
+      blocked_product_avx512(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
+    } else {
+      blocked_product_avx2(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
     }
-    (std::make_integer_sequence<int, 8>{});
-    eigen_assert(done && "kernel_product: a row count small_kernel_product does not allow");
-    (void)done;
-  } else {
-    const Eigen::Index vectors = (m + 7) / 8;
-    const bool done = [&]<int... V>(std::integer_sequence<int, V...>) {
-      return ((vectors == V + 1 &&
-               (small_product_avx2<V + 1>(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate),
-                true)) ||
-              ...);
+  };
+#if defined(_OPENMP)
+  // On Eigen's threads, as its own GEMM would be: ranges of whole 8-column groups.
+  const int threads = static_cast<int>(std::min<Eigen::Index>(Eigen::nbThreads(), (n + 7) / 8));
+  if (threads > 1 && omp_in_parallel() == 0 && m * n * k >= 1048576) {
+    const Eigen::Index groups = (n + 7) / 8;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      columns(std::min(n, groups * t / threads * 8), std::min(n, groups * (t + 1) / threads * 8));
     }
-    (std::make_integer_sequence<int, 16>{});
-    eigen_assert(done && "kernel_product: a row count small_kernel_product does not allow");
-    (void)done;
+    return;
   }
+#endif
+  columns(0, n);
 }
 #endif
 
@@ -543,7 +537,7 @@ class GemmWorkspace {
   std::optional<Blocking> m_blocking;
 #endif
   Eigen::Index m_m = 0, m_n = 0, m_k = 0;
-  std::vector<Scalar> m_transposed;  // small_product's op(a) when TransA
+  std::vector<Scalar> m_transposed;  // kernel_product's op(a) when TransA
 };
 
 }  // namespace backprop::detail
