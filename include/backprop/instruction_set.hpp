@@ -37,6 +37,7 @@
 /// The target attribute of the AVX2 kernels.
 #define BACKPROP_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2,popcnt")))
 #else
+/// 0: only the portable kernels (not x86, or neither GCC nor Clang).
 #define BACKPROP_X86_KERNELS 0
 #endif
 
