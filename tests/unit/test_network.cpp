@@ -804,6 +804,46 @@ TEST_CASE("Every instruction set's kernels agree with plain loops", "[network][s
       }
     }
   };
+  // The sigmoid (its own e^x where Eigen's vectors are narrower than the CPU's): within
+  // 4 ulp of the double-precision value over the whole float range, 0 and 1 at the
+  // ends, NaN kept, in place, every vector tail, and blocks that are not contiguous.
+  auto sigmoids = [&] {
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> zs = {-inf,   -1e30f,  -1000.0f, -104.0f, -90.0f,  -87.5f, -80.5f,
+                             -80.0f, -79.9f,  -30.0f,   -1e-3f,  -1e-30f, 0.0f,   1e-30f,
+                             1e-3f,  0.3465f, 0.5f,     1.0f,    10.0f,   16.0f,  17.0f,
+                             30.0f,  87.0f,   88.8f,    104.0f,  1e30f,   inf};
+    for (int i = 0; i <= 4000; ++i) zs.push_back(-100.0f + 0.05f * static_cast<float>(i));
+    for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9},
+                          std::size_t{15}, std::size_t{17}, zs.size()}) {
+      INFO("n " << n);
+      const Eigen::Map<const Mat<float>> z(zs.data(), static_cast<Eigen::Index>(n), 1);
+      Mat<float> a;
+      bp::Sigmoid::forward(z, a);
+      REQUIRE(a.size() == static_cast<Eigen::Index>(n));
+      for (std::size_t i = 0; i < n; ++i) {
+        INFO("z " << zs[i]);
+        const double want = 1.0 / (1.0 + std::exp(-std::max(static_cast<double>(zs[i]), -80.0)));
+        CHECK(std::abs(a(static_cast<Eigen::Index>(i)) - want) <= 4.0 * 1.2e-7 * want);
+      }
+    }
+    Mat<float> z = bptest::random_matrix<float>(37, 5, ++seed, -20.0, 20.0);
+    z(3, 2) = std::numeric_limits<float>::quiet_NaN();
+    Mat<float> want(37, 5);
+    for (Eigen::Index i = 0; i < z.size(); ++i) {
+      want(i) = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(z(i)))));
+    }
+    Mat<float> block = Mat<float>::Zero(40, 5);
+    auto part = block.topRows(37);
+    bp::Sigmoid::forward(z, part);  // not contiguous: Eigen's expression
+    bp::Sigmoid::forward(z, z);     // in place
+    CHECK(std::isnan(z(3, 2)));
+    CHECK(std::isnan(block(3, 2)));
+    z(3, 2) = want(3, 2) = block(3, 2) = 0.0f;
+    CHECK((z - want).cwiseAbs().maxCoeff() < 1e-6f);
+    CHECK((block.topRows(37) - want).cwiseAbs().maxCoeff() < 1e-6f);
+    CHECK(block.bottomRows(3).isZero());
+  };
   for (const auto level : levels) {
     INFO("instruction set " << bp::to_string(level));
     bp::set_max_instruction_set(level);
@@ -822,11 +862,48 @@ TEST_CASE("Every instruction set's kernels agree with plain loops", "[network][s
     kernels(std::integral_constant<int, 100>{}, std::integral_constant<int, 112>{});
     kernels(std::integral_constant<int, 128>{}, std::integral_constant<int, 128>{});
     for (Eigen::Index m : {1, 7, 8, 9, 16, 17, 30, 64, 95, 96, 97, 128, 129}) products(m);
+    sigmoids();
+#if BACKPROP_X86_KERNELS
+    // The packed product (columns of A a multiple of 4 KB apart): last panels of every
+    // height, columns split over panels of B, B read down columns and along rows.
+    if (level != bp::InstructionSet::portable) {
+      for (Eigen::Index lda : {1024, 2048}) {
+        for (Eigen::Index m : {1001, 1010, 1024}) {
+          for (Eigen::Index n : {4, 9, 400}) {
+            const Eigen::Index k = n == 400 ? 129 : 300;
+            INFO("lda " << lda << " m " << m << " n " << n << " k " << k);
+            REQUIRE(bp::detail::kernel_product_packs(n, m, k, lda));
+            const Mat<float> a = bptest::random_matrix<float>(lda, k, ++seed, -1.0, 1.0);
+            const Mat<float> b = bptest::random_matrix<float>(k, n, ++seed, -1.0, 1.0);
+            const Mat<float> bt = b.transpose();
+            const Mat<float> want = a.topRows(m) * b;
+            Mat<float> c = Mat<float>::Ones(m + 5, n);
+            bp::detail::kernel_product(c.data(), m + 5, a.data(), lda, b.data(), 1, k, m, n, k,
+                                       1.0f, false, bp::detail::active_isa());
+            CHECK((c.topRows(m) - want).cwiseAbs().maxCoeff() < 1e-3f);
+            CHECK(c.bottomRows(5).isOnes());
+            bp::detail::kernel_product(c.data(), m + 5, a.data(), lda, bt.data(), n, 1, m, n, k,
+                                       -0.5f, true, bp::detail::active_isa());
+            CHECK((c.topRows(m) - 0.5f * want).cwiseAbs().maxCoeff() < 1e-3f);
+            CHECK(c.bottomRows(5).isOnes());
+            // A given as its transpose (rows lda apart), transposed as it is packed.
+            const Mat<float> at = a.topRows(m).transpose();
+            Mat<float> at_padded = Mat<float>::Zero(k + 7, m);
+            at_padded.topRows(k) = at;
+            bp::detail::kernel_product(c.data(), m + 5, at_padded.data(), k + 7, b.data(), 1, k, m,
+                                       n, k, 2.0f, false, bp::detail::active_isa(), true);
+            CHECK((c.topRows(m) - 2.0f * want).cwiseAbs().maxCoeff() < 2e-3f);
+            CHECK(c.bottomRows(5).isOnes());
+          }
+        }
+      }
+    }
+#endif
     // Bigger products: blocked over rows, columns and depth (where Eigen's own product
     // was compiled for narrower vectors than the CPU's), and the workspace-free
     // inference product.
     for (Eigen::Index m : {33, 200}) {
-      for (Eigen::Index n : {1, 9, 70}) {
+      for (Eigen::Index n : {1, 9, 70, 400}) {
         for (Eigen::Index k : {129, 300}) {
           INFO("m " << m << " n " << n << " k " << k);
           const Mat<float> a = bptest::random_matrix<float>(m, k, ++seed, -1.0, 1.0);

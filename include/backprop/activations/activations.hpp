@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "../concepts.hpp"
+#include "../detail/elementwise.hpp"
 
 namespace backprop {
 
@@ -27,6 +28,7 @@ struct Sigmoid {
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
+    if (detail::sigmoid_kernel(z.derived(), a.derived())) return;
     constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
     a.derived() = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
   }

@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 
 #include "../instruction_set.hpp"
+#include "elementwise.hpp"
 #if BACKPROP_X86_KERNELS
 #include <immintrin.h>
 #endif
@@ -13,6 +14,8 @@
 #include <omp.h>
 #endif
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -237,17 +240,6 @@ BACKPROP_TARGET_AVX2 inline void gemv_avx2(float* c, Eigen::Index ldc, const flo
   }
 }
 
-/// The widest vectors Eigen's own products were compiled for (0: SSE or none, 1: AVX2
-/// with FMA, 2: AVX-512): where the CPU runs wider ones, blocked_product below is
-/// faster than Eigen's GEMM.
-#if defined(EIGEN_VECTORIZE_AVX512)
-inline constexpr int eigen_isa = 2;
-#elif defined(EIGEN_VECTORIZE_AVX2) && defined(EIGEN_VECTORIZE_FMA)
-inline constexpr int eigen_isa = 1;
-#else
-inline constexpr int eigen_isa = 0;
-#endif
-
 /// blocked_product's depth of a block: 128 values of k, so that a block of A (32 rows
 /// with AVX-512, 16 with AVX2: 16 or 8 KB) stays in the level-1 cache while it meets
 /// every column of the product.
@@ -334,6 +326,189 @@ BACKPROP_TARGET_AVX2 inline void blocked_product_avx2(float* c, Eigen::Index ldc
     }
   }
 }
+
+/// dst (cols x rows, column-major, columns ldd apart, `cols` when ldd is 0) = the
+/// transpose of the rows x cols column-major matrix at src (columns ld apart), in 16 x
+/// 16 tiles: both sides then
+/// move through whole cache lines (a 1024 x 1024 transpose element by element took a
+/// third as long as the product it served, in a build without -march).
+template <class Scalar>
+void transpose_into(Scalar* dst, const Scalar* src, Eigen::Index rows, Eigen::Index cols,
+                    Eigen::Index ld, Eigen::Index ldd = 0) {
+  constexpr Eigen::Index tile = 16;
+  if (ldd == 0) ldd = cols;
+  for (Eigen::Index c0 = 0; c0 < cols; c0 += tile) {
+    const Eigen::Index c1 = std::min(cols, c0 + tile);
+    for (Eigen::Index r0 = 0; r0 < rows; r0 += tile) {
+      const Eigen::Index r1 = std::min(rows, r0 + tile);
+      for (Eigen::Index c = c0; c < c1; ++c) {
+        for (Eigen::Index r = r0; r < r1; ++r) dst[r * ldd + c] = src[c * ld + r];
+      }
+    }
+  }
+}
+
+/// Packed products: for products of at least this many multiply-adds, kernel_product
+/// copies blocks of both operands into contiguous panels first (as Eigen's GEMM and
+/// every BLAS do). Unpacked, the kernels above read 128 columns of A that lie 4 KB
+/// apart for 1024-row weights, which all fall in the same level-1 cache sets: a
+/// 1024 x 1024 x 256 product ran at half the speed of Eigen's AVX-512 GEMM.
+inline constexpr Eigen::Index packed_product_work = 1 << 20;
+
+/// The depth of the packed blocks (a 32 x 128 block of A is 16 KB) and the columns of
+/// B packed at once (384 x 128: 192 KB, for the level-2 cache).
+inline constexpr Eigen::Index packed_depth = 128;
+inline constexpr Eigen::Index packed_columns = 384;
+
+/// One thread's packing buffer of at least `floats` values, 64-byte aligned; kept and
+/// grown, never shrunk (a thread's largest product decides its size).
+inline float* packing_buffer(std::size_t floats) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < floats + 16) buffer.resize(floats + 16);
+  const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+  return buffer.data() + (64 - address % 64) % 64 / sizeof(float);
+}
+
+/// C[0:rows, 0:cols] = alpha * PA PB (+ C if accumulate) for a packed MR x kc block
+/// PA (pa[p * 16 V + i]) and kc x 8 block PB (pb[p * 8 + t], zero beyond cols).
+template <int V>
+BACKPROP_TARGET_AVX512 inline void packed_tile_avx512(float* c, Eigen::Index ldc, const float* pa,
+                                                      const float* pb, Eigen::Index kc,
+                                                      Eigen::Index rows, Eigen::Index cols,
+                                                      float alpha, bool accumulate) {
+  constexpr int C = 8;
+  __m512 acc[C * V];
+  BACKPROP_UNROLL
+  for (int i = 0; i < C * V; ++i) acc[i] = _mm512_setzero_ps();
+  for (Eigen::Index p = 0; p < kc; ++p) {
+    __m512 av[V];
+    BACKPROP_UNROLL
+    for (int v = 0; v < V; ++v) av[v] = _mm512_load_ps(pa + p * 16 * V + 16 * v);
+    BACKPROP_UNROLL
+    for (int t = 0; t < C; ++t) {
+      const __m512 x = _mm512_set1_ps(pb[p * C + t]);
+      BACKPROP_UNROLL
+      for (int v = 0; v < V; ++v) acc[t * V + v] = _mm512_fmadd_ps(av[v], x, acc[t * V + v]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha);
+  const auto tail = rows - 16 * (V - 1);
+  const auto last =
+      static_cast<__mmask16>(tail >= 16 ? 0xFFFFu : (1u << static_cast<unsigned>(tail)) - 1u);
+  for (Eigen::Index t = 0; t < std::min<Eigen::Index>(cols, C); ++t) {
+    float* out = c + t * ldc;
+    BACKPROP_UNROLL
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 keep = v == V - 1 ? last : static_cast<__mmask16>(0xFFFFu);
+      __m512 r = _mm512_mul_ps(acc[t * V + v], scale);
+      if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(keep, out + 16 * v));
+      _mm512_mask_storeu_ps(out + 16 * v, keep, r);
+    }
+  }
+}
+
+/// packed_tile_avx512 with AVX2: 8 V rows x 4 columns (8 accumulators; with 12, g++ keeps some in
+/// memory).
+template <int V>
+BACKPROP_TARGET_AVX2 inline void packed_tile_avx2(float* c, Eigen::Index ldc, const float* pa,
+                                                  const float* pb, Eigen::Index kc,
+                                                  Eigen::Index rows, Eigen::Index cols, float alpha,
+                                                  bool accumulate) {
+  constexpr int C = 4;
+  __m256 acc[C * V];
+  BACKPROP_UNROLL
+  for (int i = 0; i < C * V; ++i) acc[i] = _mm256_setzero_ps();
+  for (Eigen::Index p = 0; p < kc; ++p) {
+    __m256 av[V];
+    BACKPROP_UNROLL
+    for (int v = 0; v < V; ++v) av[v] = _mm256_load_ps(pa + p * 8 * V + 8 * v);
+    BACKPROP_UNROLL
+    for (int t = 0; t < C; ++t) {
+      const __m256 x = _mm256_broadcast_ss(pb + p * C + t);
+      BACKPROP_UNROLL
+      for (int v = 0; v < V; ++v) acc[t * V + v] = _mm256_fmadd_ps(av[v], x, acc[t * V + v]);
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(alpha);
+  const auto tail = static_cast<int>(rows - 8 * (V - 1));
+  const __m256i last =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (Eigen::Index t = 0; t < std::min<Eigen::Index>(cols, C); ++t) {
+    float* out = c + t * ldc;
+    BACKPROP_UNROLL
+    for (int v = 0; v < V; ++v) {
+      __m256 r = _mm256_mul_ps(acc[t * V + v], scale);
+      if (v == V - 1 && tail < 8) {
+        if (accumulate) r = _mm256_add_ps(r, _mm256_maskload_ps(out + 8 * v, last));
+        _mm256_maskstore_ps(out + 8 * v, last, r);
+      } else {
+        if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(out + 8 * v));
+        _mm256_storeu_ps(out + 8 * v, r);
+      }
+    }
+  }
+}
+
+/// C = alpha * A B (+ C if accumulate) for columns [j0, j1) of C, A column-major
+/// (columns lda apart) or, if trans_a, its transpose (A(i, p) = a[i * lda + p], packed
+/// in place of a transposed copy), B(p, j) = b[p * sb + j * tb]: blocks of
+/// packed_columns columns and packed_depth depth of B are packed into groups of NR
+/// columns, blocks of MR rows of A into MR-row panels, and the Tile kernel multiplies
+/// one panel of A by one group of B (MR = 16 V for AVX-512, 8 V for AVX2, with a half
+/// panel for the last rows when they fit in one).
+template <Eigen::Index MR, Eigen::Index NR, class Full, class Half>
+inline void packed_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
+                           bool trans_a, const float* b, Eigen::Index sb, Eigen::Index tb,
+                           Eigen::Index m, Eigen::Index j0, Eigen::Index j1, Eigen::Index k,
+                           float alpha, bool accumulate, Full full, Half half) {
+  const Eigen::Index groups_max = (packed_columns + NR - 1) / NR;
+  float* pa =
+      packing_buffer(static_cast<std::size_t>(MR * packed_depth + groups_max * NR * packed_depth));
+  float* pb = pa + MR * packed_depth;
+  for (Eigen::Index jc = j0; jc < j1; jc += packed_columns) {
+    const Eigen::Index nc = std::min(packed_columns, j1 - jc);
+    for (Eigen::Index p0 = 0; p0 < k; p0 += packed_depth) {
+      const Eigen::Index kc = std::min(packed_depth, k - p0);
+      const bool add = accumulate || p0 > 0;
+      // B's block, group by group: pb[g * NR * kc + p * NR + t] = B(p0 + p, jc + g NR + t).
+      for (Eigen::Index g = 0; g * NR < nc; ++g) {
+        float* dst = pb + g * NR * kc;
+        const Eigen::Index cols = std::min(NR, nc - g * NR);
+        for (Eigen::Index t = 0; t < NR; ++t) {
+          if (t < cols) {
+            const float* src = b + p0 * sb + (jc + g * NR + t) * tb;
+            for (Eigen::Index p = 0; p < kc; ++p) dst[p * NR + t] = src[p * sb];
+          } else {
+            for (Eigen::Index p = 0; p < kc; ++p) dst[p * NR + t] = 0.0f;
+          }
+        }
+      }
+      for (Eigen::Index r0 = 0; r0 < m; r0 += MR) {
+        const Eigen::Index rows = std::min(MR, m - r0);
+        const Eigen::Index panel = rows <= MR / 2 ? MR / 2 : MR;
+        // A's panel: pa[p * panel + i] = A(r0 + i, p0 + p), zero beyond rows.
+        if (trans_a) transpose_into(pa, a + r0 * lda + p0, kc, rows, lda, panel);
+        for (Eigen::Index p = 0; p < kc; ++p) {
+          float* dst = pa + p * panel;
+          if (!trans_a) {
+            const float* src = a + r0 + (p0 + p) * lda;
+            std::copy(src, src + rows, dst);
+          }
+          std::fill(dst + rows, dst + panel, 0.0f);
+        }
+        for (Eigen::Index g = 0; g * NR < nc; ++g) {
+          float* out = c + r0 + (jc + g * NR) * ldc;
+          const Eigen::Index cols = std::min(NR, nc - g * NR);
+          if (panel == MR) {
+            full(out, ldc, pa, pb + g * NR * kc, kc, rows, cols, alpha, add);
+          } else {
+            half(out, ldc, pa, pb + g * NR * kc, kc, rows, cols, alpha, add);
+          }
+        }
+      }
+    }
+  }
+}
 #endif
 
 #if BACKPROP_X86_KERNELS
@@ -348,12 +523,24 @@ inline bool kernel_product_takes(int isa, Eigen::Index m, Eigen::Index n, Eigen:
   return isa > eigen_isa || (n <= 2 && m <= 128) || m * n * k <= small_product_work;
 }
 
+/// Whether kernel_product packs the operands of an m x n x k product whose A has columns
+/// lda apart: big products whose columns of A are a multiple of 4 KB apart, which the
+/// unpacked kernels read from the same level-1 cache sets. Elsewhere the unpacked ones
+/// are faster (on Zen 4, AVX-512: 128 x 64 x 256 at 198 GFLOP/s against 159 packed, 512
+/// x 256 x 512 at 221 against 211; 1024 x 256 x 1024 at 181 against 210).
+inline bool kernel_product_packs(Eigen::Index n, Eigen::Index m, Eigen::Index k, Eigen::Index lda) {
+  return n > 2 && m * n * k >= packed_product_work && lda % 1024 == 0;
+}
+
 /// C = alpha * A B (+ C if accumulate), float, column-major C and A (columns ldc and
-/// lda apart), B(p, j) = b[p * sb + j * tb], at level `isa` (kernel_product_takes(isa, m,
-/// n, k) must hold): gemv for one or two columns, blocked_product otherwise.
+/// lda apart; with trans_a, A is the transpose of the column-major matrix at a),
+/// B(p, j) = b[p * sb + j * tb], at level `isa` (kernel_product_takes(isa, m, n, k) must
+/// hold, and n > 2 if trans_a): gemv for one or two columns, packed_product where
+/// kernel_product_packs says so or trans_a, blocked_product otherwise.
 inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::Index lda,
                            const float* b, Eigen::Index sb, Eigen::Index tb, Eigen::Index m,
-                           Eigen::Index n, Eigen::Index k, float alpha, bool accumulate, int isa) {
+                           Eigen::Index n, Eigen::Index k, float alpha, bool accumulate, int isa,
+                           bool trans_a = false) {
   if (n <= 2) {
     if (isa >= 2) {
       gemv_avx512(c, ldc, a, lda, b, sb, tb, m, n, k, alpha, accumulate);
@@ -362,8 +549,19 @@ inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::In
     }
     return;
   }
+  const bool packs = trans_a || kernel_product_packs(n, m, k, lda);
   const auto columns = [&](Eigen::Index j0, Eigen::Index j1) {
-    if (isa >= 2) {
+    if (packs && isa >= 2) {
+      packed_product<32, 8>(
+          c, ldc, a, lda, trans_a, b, sb, tb, m, j0, j1, k, alpha, accumulate,
+          [](auto... x) { packed_tile_avx512<2>(x...); },
+          [](auto... x) { packed_tile_avx512<1>(x...); });
+    } else if (packs) {
+      packed_product<16, 4>(
+          c, ldc, a, lda, trans_a, b, sb, tb, m, j0, j1, k, alpha, accumulate,
+          [](auto... x) { packed_tile_avx2<2>(x...); },
+          [](auto... x) { packed_tile_avx2<1>(x...); });
+    } else if (isa >= 2) {
       blocked_product_avx512(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
     } else {
       blocked_product_avx2(c, ldc, a, lda, b, sb, tb, m, j0, j1, k, alpha, accumulate);
@@ -404,25 +602,6 @@ void multiply(Dst& dst, const A& a, const B& b) {
   }
 #endif
   dst.noalias() = a * b;
-}
-
-/// dst (cols x rows, column-major, no gaps) = the transpose of the rows x cols
-/// column-major matrix at src (columns ld apart), in 16 x 16 tiles: both sides then
-/// move through whole cache lines (a 1024 x 1024 transpose element by element took a
-/// third as long as the product it served, in a build without -march).
-template <class Scalar>
-void transpose_into(Scalar* dst, const Scalar* src, Eigen::Index rows, Eigen::Index cols,
-                    Eigen::Index ld) {
-  constexpr Eigen::Index tile = 16;
-  for (Eigen::Index c0 = 0; c0 < cols; c0 += tile) {
-    const Eigen::Index c1 = std::min(cols, c0 + tile);
-    for (Eigen::Index r0 = 0; r0 < rows; r0 += tile) {
-      const Eigen::Index r1 = std::min(rows, r0 + tile);
-      for (Eigen::Index c = c0; c < c1; ++c) {
-        for (Eigen::Index r = r0; r < r1; ++r) dst[r * cols + c] = src[c * ld + r];
-      }
-    }
-  }
 }
 
 /// The packing buffers of one product call site, kept between mini-batches.
@@ -487,7 +666,11 @@ class GemmWorkspace {
       if (kernel_product_takes(isa, m, n, k)) {
         const float* a_cols = a.data();
         Eigen::Index lda = a.outerStride();
-        if constexpr (TransA) {
+        bool trans_a = false;
+        if constexpr (TransA) trans_a = kernel_product_packs(n, m, k, m);
+        if (trans_a) {
+          // op(a) = a^T, transposed block by block as the product packs it.
+        } else if constexpr (TransA) {
           // op(a) = a^T: its columns are rows of a; transposed into the scratch buffer.
           m_transposed.resize(static_cast<std::size_t>(m * k));
           transpose_into(m_transposed.data(), a.data(), a.rows(), a.cols(), a.outerStride());
@@ -497,7 +680,7 @@ class GemmWorkspace {
         // B(p, j) of op(b): b(p, j) or, transposed, b(j, p).
         kernel_product(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
                        TransB ? b.outerStride() : 1, TransB ? 1 : b.outerStride(), m, n, k,
-                       static_cast<float>(alpha), accumulate, isa);
+                       static_cast<float>(alpha), accumulate, isa, trans_a);
         return;
       }
     }
