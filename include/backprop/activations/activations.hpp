@@ -150,6 +150,12 @@ struct Softmax {
 
 namespace detail {
 
+/// Whether an activation is a BasicLeakyReLU (of any slope).
+template <class>
+inline constexpr bool is_leaky_relu = false;
+template <class Slope>
+inline constexpr bool is_leaky_relu<BasicLeakyReLU<Slope>> = true;
+
 /// a = sigma(z) for any Activation.
 template <class Act, class Z, class A>
 void activation_forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {

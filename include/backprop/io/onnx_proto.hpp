@@ -19,6 +19,34 @@
 
 namespace backprop::detail::onnx {
 
+inline constexpr std::int64_t export_ir_version = 8;
+inline constexpr std::int64_t export_opset = 13;
+inline constexpr std::int64_t min_import_opset = 9;
+inline constexpr std::int64_t max_import_opset = 22;
+/// The largest ONNX file read (protobuf's own limit for one message).
+inline constexpr std::size_t max_file_bytes = std::size_t{2} << 30;
+
+[[nodiscard]] inline std::string dims_text(const std::vector<std::int64_t>& d) {
+  std::string s;
+  for (std::size_t i = 0; i < d.size(); ++i) s += (i ? " x " : "") + std::to_string(d[i]);
+  return d.empty() ? "a scalar" : s;
+}
+
+/// The product of dimensions read from a file, checked: each in [0, 2^31], the product
+/// at most 2^31 (no overflow on hostile input).
+[[nodiscard]] inline std::int64_t product(const std::vector<std::int64_t>& d) {
+  constexpr std::int64_t limit = std::int64_t{1} << 31;
+  std::int64_t n = 1;
+  for (const auto v : d) {
+    if (v < 0 || v > limit || (v != 0 && n > limit / v)) {
+      throw ModelFormatError("ONNX: the shape " + dims_text(d) +
+                             " has a negative dimension or more than 2^31 values");
+    }
+    n *= v;
+  }
+  return n;
+}
+
 /// TensorProto.DataType values.
 enum DataType : std::int32_t { float32 = 1, int32 = 6, int64 = 7, float64 = 11 };
 
