@@ -4,6 +4,7 @@
 #include <backprop/backprop.hpp>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -597,8 +598,15 @@ TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][
                    double) {
   // With AVX-512, contiguous matrices take a vector class test with a masked tail;
   // column blocks and other expressions the general path.
+  // Every level this CPU runs: AVX2 ORs x - x into four chains with a scalar tail.
   using S = TestType;
   using M = Mat<S>;
+  const bp::InstructionSet before = bp::instruction_set();
+  const auto level =
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
+  if (level > bp::detected_instruction_set()) return;
+  bp::set_max_instruction_set(level);
+  INFO("instruction set " << bp::to_string(level));
   const S bad_values[] = {std::numeric_limits<S>::quiet_NaN(),
                           std::numeric_limits<S>::signaling_NaN(),
                           std::numeric_limits<S>::infinity(), -std::numeric_limits<S>::infinity()};
@@ -621,6 +629,30 @@ TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][
       }
     }
   }
+  bp::set_max_instruction_set(before);
+}
+
+TEST_CASE("AlignedMatrix starts a cache line and copies deeply", "[network]") {
+  bp::detail::AlignedMatrix<float> a;
+  CHECK(a.size() == 0);
+  a.resize(17, 3);
+  CHECK(reinterpret_cast<std::uintptr_t>(a.map().data()) % 64 == 0);
+  a.map() = bptest::random_matrix<float>(17, 3, 5, -1.0, 1.0);
+  bp::detail::AlignedMatrix<float> b = a;
+  CHECK(b.map().data() != a.map().data());
+  CHECK(reinterpret_cast<std::uintptr_t>(b.map().data()) % 64 == 0);
+  CHECK(b.map() == a.map());
+  b.map()(0, 0) = 42.0f;
+  CHECK(a.map()(0, 0) != 42.0f);
+  bp::detail::AlignedMatrix<float> c;
+  c.resize(2, 2);
+  c = b;
+  CHECK(c.rows() == 17);
+  CHECK(c.map() == b.map());
+  const bp::detail::AlignedMatrix<float> moved = std::move(c);
+  CHECK(moved.map() == b.map());
+  b.resize(0, 5);
+  CHECK(b.size() == 0);
 }
 
 TEST_CASE("The sparse copy and the per-sample compression keep exactly the nonzeros",
@@ -844,10 +876,59 @@ TEST_CASE("Every instruction set's kernels agree with plain loops", "[network][s
     CHECK((block.topRows(37) - want).cwiseAbs().maxCoeff() < 1e-6f);
     CHECK(block.bottomRows(3).isZero());
   };
+  // ReLU forward and backward (backprop's own where Eigen's vectors are narrower than
+  // the CPU's): the selection exactly, every tail, NaN, signed zeros and infinities,
+  // in place, and blocks that are not contiguous.
+  auto relus = [&] {
+    const float inf = std::numeric_limits<float>::infinity();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (Eigen::Index n : {1, 7, 8, 9, 15, 16, 17, 33, 1000}) {
+      INFO("n " << n);
+      Mat<float> z = bptest::random_matrix<float>(n, 1, ++seed, -3.0, 3.0);
+      Mat<float> g = bptest::random_matrix<float>(n, 1, ++seed, -3.0, 3.0);
+      const float specials[] = {0.0f, -0.0f, inf, -inf, nan, 1e-40f, -1e-40f};
+      for (Eigen::Index i = 0; i < n && i < 7; ++i) z(n - 1 - i) = specials[i];
+      if (n > 2) g(1) = nan;  // passes where z > 0, else 0
+      Mat<float> a, d;
+      bp::ReLU::forward(z, a);
+      bp::ReLU::backward(z, a, g, d);
+      REQUIRE(a.size() == n);
+      REQUIRE(d.size() == n);
+      for (Eigen::Index i = 0; i < n; ++i) {
+        INFO("z " << z(i) << " g " << g(i));
+        if (std::isnan(z(i))) {
+          CHECK(std::isnan(a(i)));
+        } else {
+          CHECK(a(i) == (z(i) < 0.0f ? 0.0f : z(i)));
+        }
+        const float want = z(i) > 0.0f ? g(i) : 0.0f;
+        if (std::isnan(want)) {
+          CHECK(std::isnan(d(i)));
+        } else {
+          CHECK(d(i) == want);
+        }
+      }
+    }
+    Mat<float> z = bptest::random_matrix<float>(37, 5, ++seed, -2.0, 2.0);
+    const Mat<float> g = bptest::random_matrix<float>(37, 5, ++seed, -2.0, 2.0);
+    const Mat<float> want_a = z.cwiseMax(0.0f);
+    const Mat<float> want_d = (z.array() > 0.0f).select(g, 0.0f);
+    Mat<float> block = Mat<float>::Zero(40, 5);
+    auto part = block.topRows(37);
+    bp::ReLU::backward(z, z, g, part);  // not contiguous: Eigen's expression
+    CHECK(block.topRows(37) == want_d);
+    CHECK(block.bottomRows(3).isZero());
+    Mat<float> d = g;
+    bp::ReLU::backward(z, z, d, d);  // in place
+    CHECK(d == want_d);
+    bp::ReLU::forward(z, z);  // in place
+    CHECK(z == want_a);
+  };
   for (const auto level : levels) {
     INFO("instruction set " << bp::to_string(level));
     bp::set_max_instruction_set(level);
     REQUIRE(bp::instruction_set() == level);
+    relus();
     kernels(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{});
     kernels(std::integral_constant<int, 7>{}, std::integral_constant<int, 7>{});
     kernels(std::integral_constant<int, 7>{}, std::integral_constant<int, 16>{});

@@ -421,6 +421,9 @@ TEST_CASE("sgd's sparse first layer equals the dense one in float, through the v
           bp::Network<bp::Dense<50, 100, bp::Sigmoid>, bp::Dense<100, 3, bp::Sigmoid>>{4});
   compare(bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4},
           bp::Network<bp::Dense<50, 300, bp::Sigmoid>, bp::Dense<300, 3, bp::Sigmoid>>{4});
+  // 160 rows: blocks of a wider layer on sgd's aligned (unpadded) copy of the weights.
+  compare(bp::Network<bp::Dense<50, 160, bp::Sigmoid>, bp::Dense<160, 3, bp::Sigmoid>>{4},
+          bp::Network<bp::Dense<50, 160, bp::Sigmoid>, bp::Dense<160, 3, bp::Sigmoid>>{4});
 
   SECTION("regularised, with a progress callback, and diverging") {
     // With AVX-512, plain SGD on the sparse path trains a copy of the first layer's

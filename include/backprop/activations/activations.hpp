@@ -67,6 +67,7 @@ struct ReLU {
   template <class Z, class A>
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
+    if (detail::relu_kernel(z.derived(), a.derived())) return;
     a.derived() = z.array().max(S(0)).matrix();
   }
   /// \brief d = g where z > 0, else 0.
@@ -74,6 +75,7 @@ struct ReLU {
   static void backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<A>&,
                        const Eigen::MatrixBase<G>& g, Eigen::MatrixBase<D>& d) {
     using S = typename Z::Scalar;
+    if (detail::relu_backward_kernel(z.derived(), g.derived(), d.derived())) return;
     d.derived() = (z.array() > S(0)).select(g.array(), S(0)).matrix();
   }
 };

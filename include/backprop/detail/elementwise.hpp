@@ -106,6 +106,50 @@ BACKPROP_TARGET_AVX2 inline void sigmoid_avx2(const float* z, float* a, Eigen::I
     }
   }
 }
+/// a[i] = max(z[i], 0) for i < n with AVX-512 (z == a allowed); NaN stays NaN.
+BACKPROP_TARGET_AVX512 inline void relu_avx512(const float* z, float* a, Eigen::Index n) {
+  const auto all = static_cast<__mmask16>(0xFFFFu);
+  for (Eigen::Index i = 0; i < n; i += 16) {
+    const auto left = n - i;
+    const auto keep =
+        static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << static_cast<unsigned>(left)) - 1u);
+    const __m512 x = _mm512_maskz_loadu_ps(keep, z + i);
+    _mm512_mask_storeu_ps(a + i, keep, _mm512_maskz_max_ps(all, _mm512_setzero_ps(), x));
+  }
+}
+
+/// d[i] = g[i] where z[i] > 0, else 0, for i < n with AVX-512 (d may be z or g).
+BACKPROP_TARGET_AVX512 inline void relu_backward_avx512(const float* z, const float* g, float* d,
+                                                        Eigen::Index n) {
+  for (Eigen::Index i = 0; i < n; i += 16) {
+    const auto left = n - i;
+    const auto keep =
+        static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << static_cast<unsigned>(left)) - 1u);
+    const __mmask16 positive = _mm512_mask_cmp_ps_mask(keep, _mm512_maskz_loadu_ps(keep, z + i),
+                                                       _mm512_setzero_ps(), _CMP_GT_OQ);
+    _mm512_mask_storeu_ps(d + i, keep, _mm512_maskz_loadu_ps(positive, g + i));
+  }
+}
+
+/// relu_avx512 with AVX2.
+BACKPROP_TARGET_AVX2 inline void relu_avx2(const float* z, float* a, Eigen::Index n) {
+  Eigen::Index i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(a + i, _mm256_max_ps(_mm256_setzero_ps(), _mm256_loadu_ps(z + i)));
+  }
+  for (; i < n; ++i) a[i] = z[i] < 0.0f ? 0.0f : z[i];
+}
+
+/// relu_backward_avx512 with AVX2 (the comparison's mask AND g: exactly the selection).
+BACKPROP_TARGET_AVX2 inline void relu_backward_avx2(const float* z, const float* g, float* d,
+                                                    Eigen::Index n) {
+  Eigen::Index i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), _mm256_setzero_ps(), _CMP_GT_OQ);
+    _mm256_storeu_ps(d + i, _mm256_and_ps(positive, _mm256_loadu_ps(g + i)));
+  }
+  for (; i < n; ++i) d[i] = z[i] > 0.0f ? g[i] : 0.0f;
+}
 #endif
 
 /// Whether an expression is float with directly addressed storage.
@@ -122,31 +166,90 @@ bool contiguous(const E& e) {
   return e.innerStride() == 1 && (e.outerSize() <= 1 || e.outerStride() == e.innerSize());
 }
 
-/// a = sigmoid(z) by sigmoid_avx512 or sigmoid_avx2 where the CPU has wider vectors than
-/// Eigen was compiled for and both are contiguous float storage of one layout; false
-/// (nothing done) otherwise. a may be z.
+/// Whether the kernels of this file can take operands like E: float with directly
+/// addressed storage of the layout of `First` (or a vector).
+template <class First, class E>
+inline constexpr bool kernel_operand = DirectFloat<E> &&
+                                       (bool(First::IsRowMajor) == bool(E::IsRowMajor) ||
+                                        bool(First::IsVectorAtCompileTime) ||
+                                        bool(E::IsVectorAtCompileTime));
+
+#if BACKPROP_X86_KERNELS
+/// Runs kernel(isa, z.data(), in.data()..., out.data(), z.size()) with the level of the
+/// CPU where it has wider vectors than Eigen was compiled for and every operand is
+/// contiguous float storage of one layout, `out` resized to z's shape if it is a plain
+/// matrix; returns false (nothing done) otherwise. `out` may be one of the inputs.
+template <class Kernel, class Z, class... In, class Out>
+bool run_elementwise(Kernel kernel, const Z& z, Out& out, const In&... in) {
+  if constexpr (kernel_operand<Z, const Z> && (kernel_operand<Z, const In> && ...) &&
+                kernel_operand<Z, Out>) {
+    const int isa = active_isa();
+    if (isa <= eigen_isa) return false;
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<Out>, Out>) {
+      out.resize(z.rows(), z.cols());
+    }
+    const auto fits = [&z](const auto& e) {
+      return e.rows() == z.rows() && e.cols() == z.cols() && contiguous(e);
+    };
+    if (!contiguous(z) || !fits(out) || !(fits(in) && ...)) return false;
+    kernel(isa, z.data(), in.data()..., out.data(), z.size());
+    return true;
+  }
+  return false;
+}
+#endif
+
+/// a = sigmoid(z) by sigmoid_avx512 or sigmoid_avx2 (see run_elementwise); a may be z.
+/// False (nothing done) where those do not apply.
 template <class Z, class A>
 bool sigmoid_kernel(const Z& z, A& a) {
 #if BACKPROP_X86_KERNELS
-  if constexpr (DirectFloat<const Z> && DirectFloat<A> &&
-                (bool(Z::IsRowMajor) == bool(A::IsRowMajor) || bool(Z::IsVectorAtCompileTime))) {
-    const int isa = active_isa();
-    if (isa <= eigen_isa) return false;
-    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<A>, A>) a.resize(z.rows(), z.cols());
-    if (a.rows() != z.rows() || a.cols() != z.cols() || !contiguous(z) || !contiguous(a)) {
-      return false;
-    }
-    if (isa >= 2) {
-      sigmoid_avx512(z.data(), a.data(), z.size());
-    } else {
-      sigmoid_avx2(z.data(), a.data(), z.size());
-    }
-    return true;
-  }
-#endif
+  return run_elementwise(
+      [](int isa, const float* x, float* y, Eigen::Index n) {
+        isa >= 2 ? sigmoid_avx512(x, y, n) : sigmoid_avx2(x, y, n);
+      },
+      z, a);
+#else
   (void)z;
   (void)a;
   return false;
+#endif
+}
+
+/// a = max(z, 0) by relu_avx512 or relu_avx2 (see run_elementwise); a may be z.
+template <class Z, class A>
+bool relu_kernel(const Z& z, A& a) {
+#if BACKPROP_X86_KERNELS
+  return run_elementwise(
+      [](int isa, const float* x, float* y, Eigen::Index n) {
+        isa >= 2 ? relu_avx512(x, y, n) : relu_avx2(x, y, n);
+      },
+      z, a);
+#else
+  (void)z;
+  (void)a;
+  return false;
+#endif
+}
+
+/// d = g where z > 0, else 0, by relu_backward_avx512 or relu_backward_avx2 (see
+/// run_elementwise): Eigen 3.4 does not vectorise select(), and g++ does not
+/// if-convert its scalar loop at SSE width (784-1024-1024-10, no -march: 8 times the
+/// native build's time in this step).
+template <class Z, class G, class D>
+bool relu_backward_kernel(const Z& z, const G& g, D& d) {
+#if BACKPROP_X86_KERNELS
+  return run_elementwise(
+      [](int isa, const float* x, const float* dy, float* y, Eigen::Index n) {
+        isa >= 2 ? relu_backward_avx512(x, dy, y, n) : relu_backward_avx2(x, dy, y, n);
+      },
+      z, d, g);
+#else
+  (void)z;
+  (void)g;
+  (void)d;
+  return false;
+#endif
 }
 
 }  // namespace backprop::detail

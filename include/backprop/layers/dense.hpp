@@ -27,6 +27,7 @@
 
 #include "../activations/activations.hpp"
 #include "../concepts.hpp"
+#include "../detail/aligned.hpp"
 #include "../detail/finite.hpp"
 #include "../detail/products.hpp"
 #include "../detail/sparse_input.hpp"
@@ -166,10 +167,10 @@ class DenseLayer
     detail::GemmWorkspace<Scalar> gemm_forward, gemm_backward, gemm_update;
     ///@}
     /// First layer only: sgd's sparse copy of the inputs, and its working copy of the
-    /// weights with whole-vector columns (pad_first_layer) while `padded_active`.
+    /// weights (aligned, columns of whole vectors: copy_weights) while `padded_active`.
     ///@{
     SparseInputs sparse;
-    Matrix padded;
+    detail::AlignedMatrix<Scalar> padded;
     bool padded_active = false;
     ///@}
     /// First layer only: update_mini_batch's sparse copy of its batch (apart from sgd's,
@@ -184,7 +185,7 @@ class DenseLayer
   template <class X>
   void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
     if constexpr (detail::is_sparse_batch<X>) {
-      live_weights(*this, ws, [&](auto ld, const Matrix& w) {
+      live_weights(*this, ws, [&](auto ld, const auto& w) {
         sparse_first_z<decltype(ld)::value>(w.data(), x, ws.z);
       });
     } else {
@@ -209,7 +210,7 @@ class DenseLayer
       dx->resize(In, delta.cols());
       ws.gemm_backward.template assign<true, false>(*dx, m_weights, delta);
     }
-    live_weights(*this, ws, [&](auto ld, Matrix& w) {
+    live_weights(*this, ws, [&](auto ld, auto& w) {
       sink(std::integral_constant<int, 0>{}, w, [&](auto& target, Scalar factor, bool accumulate) {
         constexpr int Ld = decltype(ld)::value;
         if constexpr (detail::is_sparse_batch<X>) {
@@ -281,26 +282,31 @@ class DenseLayer
     detail::prefetch_range<2>(sp.values.get(), sp.starts[s], sp.starts[s + 1]);
   }
 
-  /// sgd's sparse first layer with plain SGD works on a copy of the weights whose
-  /// columns are padded to whole 16-float vectors (64 bytes, as Eigen aligns them with
-  /// AVX-512): every column then starts a cache line and the kernels need no masks
-  /// or scalar tails. 784-30-10: the two sparse loops take 25% less time (30 rows
-  /// touch 2.75 cache lines per column on average, padded to 32 rows exactly 2).
+  /// sgd's sparse first layer with plain SGD works on a copy of the weights that starts
+  /// a 64-byte cache line, with columns padded to whole 16-float vectors where Out is
+  /// at most small_layer: every column then starts a cache line and the kernels need
+  /// no masks or scalar tails. 784-30-10: the two sparse loops take 25% less time (30
+  /// rows touch 2.75 cache lines per column on average, padded to 32 rows exactly 2).
   /// (Whatever the instruction set: AVX2's 8-lane vectors divide the padded columns
-  /// too, and the portable loops read only Out rows of them.)
-  static constexpr bool pad_weights =
-      std::is_same_v<Scalar, float> && Out <= detail::small_layer && Out % 16 != 0;
-  /// Out rounded up to whole 16-float vectors: the rows of the padded copy of W.
-  static constexpr int padded_rows = (Out + 15) / 16 * 16;
+  /// too, and the portable loops read only Out rows of them.) Wider layers with whole
+  /// vectors of rows are copied unpadded, for the alignment only: Eigen aligns its
+  /// storage to 16 bytes in a program compiled without -mavx (784-1024-1024-10, no
+  /// -march, AMD EPYC: the sparse weight update took 1.35 times the native build's time
+  /// on unaligned columns, 0.8 times on the copy).
+  static constexpr bool copy_weights =
+      std::is_same_v<Scalar, float> && (Out <= detail::small_layer || Out % 16 == 0);
+  /// The rows of the copy of W: Out rounded up to whole 16-float vectors, or Out.
+  static constexpr int padded_rows = Out <= detail::small_layer ? (Out + 15) / 16 * 16 : Out;
 
   /// \brief Start of an epoch's mini-batches: with `plain_sparse` (plain SGD on the
   /// sparse copy, no per-batch callback) the padded copy of W takes over.
   void begin_epoch(Workspace& ws, bool plain_sparse) const {
-    if (!(pad_weights && plain_sparse && !ws.sparse.empty())) return;
+    if (!(copy_weights && plain_sparse && !ws.sparse.empty())) return;
     if (ws.padded.rows() != padded_rows || ws.padded.cols() != In) {
-      ws.padded.setZero(padded_rows, In);
+      ws.padded.resize(padded_rows, In);
+      ws.padded.map().setZero();
     }
-    ws.padded.topRows(Out) = m_weights;
+    ws.padded.map().topRows(Out) = m_weights;
     ws.padded_active = true;
   }
 
@@ -308,7 +314,7 @@ class DenseLayer
   void end_epoch(Workspace& ws) noexcept {
     if (!ws.padded_active) return;
     ws.padded_active = false;
-    m_weights = ws.padded.topRows(Out);  // same size: no allocation
+    m_weights = ws.padded.map().topRows(Out);  // same size: no allocation
   }
 
   /// \brief Drops the padded copy (its weights diverged; the caller restores them).
@@ -316,7 +322,8 @@ class DenseLayer
 
   /// \brief Whether every parameter is finite, W read where training keeps it.
   [[nodiscard]] bool parameters_finite(const Workspace& ws) const {
-    return detail::all_finite(ws.padded_active ? ws.padded : m_weights) &&
+    return (ws.padded_active ? detail::all_finite(ws.padded.map())
+                             : detail::all_finite(m_weights)) &&
            detail::all_finite(m_biases);
   }
 
@@ -421,9 +428,10 @@ class DenseLayer
   /// (the forward pass) or both not (the update).
   template <class Self, class Work, class F>
   static void live_weights(Self& self, Work& ws, F&& f) {
-    if constexpr (pad_weights) {
+    if constexpr (copy_weights) {
       if (ws.padded_active) {
-        f(std::integral_constant<int, padded_rows>{}, ws.padded);
+        auto padded = ws.padded.map();
+        f(std::integral_constant<int, padded_rows>{}, padded);
         return;
       }
     }
