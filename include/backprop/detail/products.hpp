@@ -527,11 +527,11 @@ inline bool kernel_product_takes(int isa, Eigen::Index m, Eigen::Index n, Eigen:
 /// lda apart: big products whose columns of A are a multiple of 4 KB apart, which the
 /// unpacked kernels read from the same level-1 cache sets. Elsewhere the unpacked ones
 /// are faster (on Zen 4, AVX-512: 128 x 64 x 256 at 198 GFLOP/s against 159 packed, 512
-/// x 256 x 512 at 221 against 211; 1024 x 256 x 1024 at 181 against 210), except with
-/// 1024 or more columns, over which packing A pays back (784-100-10's feedforward of
-/// 10,000 columns, no -march: 15.4 -> 14.0 ms, level with Eigen's AVX-512 GEMM).
+/// x 256 x 512 at 221 against 211; 1024 x 256 x 1024 at 181 against 210). Inference
+/// too: 784-100-10's feedforward of 2,000-5,000 columns took 1.25-1.3 times as long
+/// packed (B's packing is scalar), 7,000 the same, 10,000 7% less.
 inline bool kernel_product_packs(Eigen::Index n, Eigen::Index m, Eigen::Index k, Eigen::Index lda) {
-  return n > 2 && m * n * k >= packed_product_work && (lda % 1024 == 0 || n >= 1024);
+  return n > 2 && m * n * k >= packed_product_work && lda % 1024 == 0;
 }
 
 /// C = alpha * A B (+ C if accumulate), float, column-major C and A (columns ldc and
