@@ -449,6 +449,43 @@ BACKPROP_TARGET_AVX2 inline void packed_tile_avx2(float* c, Eigen::Index ldc, co
   }
 }
 
+/// Packs a full group of NR columns of B (B(p, t) = b[p * sb + t * tb], p < kc) as
+/// dst[p * NR + t] with vector moves where B's rows (tb == 1: copies) or columns
+/// (sb == 1: 4 x 4 transposes, SSE, which every x86-64 CPU has) are contiguous; false
+/// (nothing done) otherwise. The scalar gather it replaces took a fifth of the packed
+/// product's time in W4 (784-1024-1024-10, batch 256).
+template <Eigen::Index NR>
+inline bool pack_group(float* dst, const float* b, Eigen::Index sb, Eigen::Index tb,
+                       Eigen::Index kc) {
+  if constexpr (NR % 4 == 0) {
+    if (tb == 1) {
+      for (Eigen::Index p = 0; p < kc; ++p) std::copy_n(b + p * sb, NR, dst + p * NR);
+      return true;
+    }
+    if (sb == 1) {
+      Eigen::Index p = 0;
+      for (; p + 4 <= kc; p += 4) {
+        for (Eigen::Index h = 0; h < NR; h += 4) {
+          __m128 r0 = _mm_loadu_ps(b + h * tb + p);
+          __m128 r1 = _mm_loadu_ps(b + (h + 1) * tb + p);
+          __m128 r2 = _mm_loadu_ps(b + (h + 2) * tb + p);
+          __m128 r3 = _mm_loadu_ps(b + (h + 3) * tb + p);
+          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+          _mm_storeu_ps(dst + p * NR + h, r0);
+          _mm_storeu_ps(dst + (p + 1) * NR + h, r1);
+          _mm_storeu_ps(dst + (p + 2) * NR + h, r2);
+          _mm_storeu_ps(dst + (p + 3) * NR + h, r3);
+        }
+      }
+      for (; p < kc; ++p) {
+        for (Eigen::Index t = 0; t < NR; ++t) dst[p * NR + t] = b[t * tb + p];
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
 /// C = alpha * A B (+ C if accumulate) for columns [j0, j1) of C, A column-major
 /// (columns lda apart) or, if trans_a, its transpose (A(i, p) = a[i * lda + p], packed
 /// in place of a transposed copy), B(p, j) = b[p * sb + j * tb]: blocks of
@@ -477,6 +514,9 @@ inline void packed_product(float* c, Eigen::Index ldc, const float* a, Eigen::In
       for (Eigen::Index g = 0; g * NR < nc; ++g) {
         float* dst = pb + g * NR * kc;
         const Eigen::Index cols = std::min(NR, nc - g * NR);
+        if (cols == NR && pack_group<NR>(dst, b + p0 * sb + (jc + g * NR) * tb, sb, tb, kc)) {
+          continue;
+        }
         for (Eigen::Index t = 0; t < NR; ++t) {
           if (t < cols) {
             const float* src = b + p0 * sb + (jc + g * NR + t) * tb;
