@@ -24,8 +24,10 @@ class InflateError : public DataError {
   using DataError::DataError;
 };
 
-/// \brief The eight slicing tables of the reflected CRC-32 (polynomial 0xEDB88320).
-[[nodiscard]] constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc32_tables() noexcept {
+/// \brief The eight slicing tables of the reflected CRC-32 (polynomial 0xEDB88320), made
+/// when first used: as a constexpr table, g++ 12 evaluated it in every program including
+/// the umbrella header (9 MB of compiler memory).
+[[nodiscard]] inline std::array<std::array<std::uint32_t, 256>, 8> make_crc32_tables() noexcept {
   std::array<std::array<std::uint32_t, 256>, 8> t{};
   for (std::uint32_t n = 0; n < 256; ++n) {
     std::uint32_t c = n;
@@ -40,8 +42,6 @@ class InflateError : public DataError {
   return t;
 }
 
-inline constexpr std::array<std::array<std::uint32_t, 256>, 8> crc32_tables = make_crc32_tables();
-
 /// \brief CRC-32 as in gzip, zlib and PNG (`crc32("123456789") == 0xCBF43926`).
 /// \param data bytes to checksum (may be null when `size` is 0).
 /// \param size number of bytes.
@@ -50,7 +50,7 @@ inline constexpr std::array<std::array<std::uint32_t, 256>, 8> crc32_tables = ma
 /// \returns the CRC-32 of the bytes.
 [[nodiscard]] inline std::uint32_t crc32(const unsigned char* data, std::size_t size,
                                          std::uint32_t init = 0) noexcept {
-  const auto& t = crc32_tables;
+  static const std::array<std::array<std::uint32_t, 256>, 8> t = make_crc32_tables();
   std::uint32_t c = ~init;
   while (size >= 8) {
     const std::uint32_t lo = c ^ (std::uint32_t{data[0]} | (std::uint32_t{data[1]} << 8) |

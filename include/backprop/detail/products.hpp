@@ -8,7 +8,7 @@
 #include "../instruction_set.hpp"
 #include "elementwise.hpp"
 #if BACKPROP_X86_KERNELS
-#include <immintrin.h>
+#include "intrinsics.hpp"
 #endif
 #if defined(_OPENMP)
 #include <omp.h>

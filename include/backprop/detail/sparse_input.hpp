@@ -14,7 +14,7 @@
 
 #include "../instruction_set.hpp"
 #if BACKPROP_X86_KERNELS
-#include <immintrin.h>
+#include "intrinsics.hpp"
 #endif
 #include <limits>
 #include <memory>

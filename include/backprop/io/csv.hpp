@@ -116,9 +116,10 @@ struct CsvField {
 /// Splits CSV text into rows of fields (RFC 4180 quoting: a field that starts with '"' runs to
 /// the closing quote, "" inside it is one quote, and it may hold delimiters and line breaks).
 /// Blank lines are skipped. Fields view `text` or, for quoted fields with "", `m_unescaped`.
-class CsvRows {
+template <class = void>
+class BasicCsvRows {
  public:
-  CsvRows(std::string_view text, char delimiter, const std::string& name)
+  BasicCsvRows(std::string_view text, char delimiter, const std::string& name)
       : m_text(text), m_delim(delimiter), m_name(name) {}
 
   /// The next non-blank row into `fields`; false at the end. `line()` is its first line.
@@ -233,9 +234,14 @@ class CsvRows {
   std::deque<std::string> m_unescaped;  // stable addresses for the row's unescaped fields
 };
 
+/// The rows (a template only so that its members are compiled where a program reads CSV, not in
+/// every program including the umbrella header).
+using CsvRows = BasicCsvRows<>;
+
 /// The whole file as text: checked, size-capped, gunzipped when it starts with gzip's magic.
-[[nodiscard]] inline std::string read_csv_text(const std::filesystem::path& path,
-                                               const std::string& name, std::size_t max_bytes) {
+template <class = void>
+[[nodiscard]] std::string read_csv_text(const std::filesystem::path& path, const std::string& name,
+                                        std::size_t max_bytes) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (status.type() == std::filesystem::file_type::not_found) throw_csv(name, "file not found");
@@ -264,9 +270,9 @@ class CsvRows {
 }
 
 /// A column given by index (negative from the end) or by header name, as an index.
-[[nodiscard]] inline std::size_t csv_column(long long index, std::size_t columns,
-                                            const std::string& name, const char* what,
-                                            std::size_t line) {
+template <class = void>
+[[nodiscard]] std::size_t csv_column(long long index, std::size_t columns, const std::string& name,
+                                     const char* what, std::size_t line) {
   const long long c = index < 0 ? static_cast<long long>(columns) + index : index;
   if (c < 0 || c >= static_cast<long long>(columns)) {
     throw_csv(name, std::string(what) + " " + std::to_string(index) + " does not exist: line " +
@@ -275,9 +281,10 @@ class CsvRows {
   return static_cast<std::size_t>(c);
 }
 
-[[nodiscard]] inline std::size_t csv_named_column(const std::vector<std::string>& header,
-                                                  std::size_t columns, const std::string& column,
-                                                  const std::string& name, const char* what) {
+template <class = void>
+[[nodiscard]] std::size_t csv_named_column(const std::vector<std::string>& header,
+                                           std::size_t columns, const std::string& column,
+                                           const std::string& name, const char* what) {
   if (header.empty()) throw_csv(name, std::string(what) + " '" + column + "' needs has_header");
   if (header.size() != columns) {
     throw_csv(name, "the header has " + std::to_string(header.size()) +
@@ -300,8 +307,9 @@ class CsvRows {
 }
 
 /// A field's number, or an error naming where it is.
-[[nodiscard]] inline double csv_number(const CsvField& f, const std::string& name,
-                                       const std::string& where) {
+template <class = void>
+[[nodiscard]] double csv_number(const CsvField& f, const std::string& name,
+                                const std::string& where) {
   double v = 0.0;
   if (!parse_csv_double(f.text, v)) {
     throw_csv(name, where + ": '" + std::string(f.text) + "' is not a number");
@@ -319,7 +327,8 @@ struct CsvTargetsFile {
   std::string file;
 };
 
-[[nodiscard]] inline CsvTargetsFile read_csv_targets(const CsvOptions& o) {
+template <class = void>
+[[nodiscard]] CsvTargetsFile read_csv_targets(const CsvOptions& o) {
   CsvTargetsFile t;
   t.file = o.targets_path.string();
   const std::string text = read_csv_text(o.targets_path, t.file, o.max_bytes);
@@ -362,10 +371,10 @@ struct CsvTargetsFile {
 
 /// Turns the label texts into class indices (numeric labels, or text labels mapped through
 /// `class_names`, given or the sorted distinct labels). Returns the class count.
-inline int csv_resolve_labels(const std::vector<std::string>& texts,
-                              const std::vector<std::size_t>& lines, std::size_t column,
-                              const CsvOptions& o, const std::string& name,
-                              std::vector<int>& labels, std::vector<std::string>& class_names) {
+template <class = void>
+int csv_resolve_labels(const std::vector<std::string>& texts, const std::vector<std::size_t>& lines,
+                       std::size_t column, const CsvOptions& o, const std::string& name,
+                       std::vector<int>& labels, std::vector<std::string>& class_names) {
   const auto where = [&](std::size_t i) {
     return "line " + std::to_string(lines[i]) + ", column " + std::to_string(column + 1);
   };

@@ -124,13 +124,14 @@ inline void json_append_string(std::string& out, std::string_view s) {
 /// `next_member(i, key)` for objects), which handle commas and the closing bracket.
 /// Every error throws `ModelFormatError` with "<context>: syntax error at line L,
 /// column C: ...". Never reads outside the text; recursion is bounded by the depth limit.
-class ModelJsonParser {
+template <class = void>
+class BasicModelJsonParser {
  public:
   enum class Kind { object, array, string, number, boolean, null };
 
   /// \param text the whole document (must outlive the parser)
   /// \param context prefix of error messages, e.g. "load_json"
-  explicit ModelJsonParser(std::string_view text, std::string context = "load_json")
+  explicit BasicModelJsonParser(std::string_view text, std::string context = "load_json")
       : m_text(text), m_context(std::move(context)) {}
 
   /// \brief The kind of the next value (whitespace skipped). \throws on anything else.
@@ -557,8 +558,13 @@ class ModelJsonParser {
   std::size_t m_number_start = 0;
 };
 
+/// The parser (a template only so that its members are compiled where a program loads JSON, not in
+/// every program including the umbrella header).
+using ModelJsonParser = BasicModelJsonParser<>;
+
 /// "[784, 30, 10]" (long lists are shortened).
-[[nodiscard]] inline std::string json_sizes_text(const std::vector<long long>& sizes) {
+template <class = void>
+[[nodiscard]] std::string json_sizes_text(const std::vector<long long>& sizes) {
   std::string s = "[";
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     if (i > 0) s += ", ";
@@ -572,7 +578,8 @@ class ModelJsonParser {
 }
 
 /// Appends `v` with 17 significant digits (exact round trip for double and float).
-inline void json_append_number(std::string& out, double v) {
+template <class = void>
+void json_append_number(std::string& out, double v) {
   std::array<char, 40> buf{};
   const auto r =
       std::to_chars(buf.data(), buf.data() + buf.size(), v, std::chars_format::general, 17);

@@ -92,7 +92,8 @@ template <class Net>
 }
 
 /// Writes a serialized model to `os`.
-inline void write_bytes(std::ostream& os, const std::string& bytes) {
+template <class = void>
+void write_bytes(std::ostream& os, const std::string& bytes) {
   os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!os) throw std::runtime_error("save_onnx: cannot write the model to the stream");
 }
@@ -105,7 +106,8 @@ void save_onnx(const Net& net, std::ostream& os) {
 /// Reads the rest of `is` (at most max_file_bytes).
 /// A stream that throws on failure is read with its exceptions off (end of file is no
 /// error here) and left with them restored.
-[[nodiscard]] inline std::string read_all(std::istream& is) {
+template <class = void>
+[[nodiscard]] std::string read_all(std::istream& is) {
   struct Restore {
     std::istream& is;
     std::ios::iostate mask;

@@ -251,9 +251,13 @@ struct Model {
   bool has_graph = false;
 };
 
-inline std::string proto_string(std::string_view v) { return std::string(v); }
+template <class = void>
+std::string proto_string(std::string_view v) {
+  return std::string(v);
+}
 
-inline void parse_tensor(pb::Reader& r, Tensor& t) {
+template <class = void>
+void parse_tensor(pb::Reader& r, Tensor& t) {
   pb::Field f;
   while (r.next(f)) {
     switch (f.number) {
@@ -294,7 +298,8 @@ inline void parse_tensor(pb::Reader& r, Tensor& t) {
   }
 }
 
-inline void parse_attribute(pb::Reader& r, Attribute& a) {
+template <class = void>
+void parse_attribute(pb::Reader& r, Attribute& a) {
   pb::Field f;
   while (r.next(f)) {
     switch (f.number) {
@@ -342,7 +347,8 @@ inline void parse_attribute(pb::Reader& r, Attribute& a) {
   }
 }
 
-inline void parse_node(pb::Reader& r, Node& n) {
+template <class = void>
+void parse_node(pb::Reader& r, Node& n) {
   pb::Field f;
   while (r.next(f)) {
     switch (f.number) {
@@ -373,7 +379,8 @@ inline void parse_node(pb::Reader& r, Node& n) {
   }
 }
 
-inline void parse_value_info(pb::Reader& r, ValueInfo& v) {
+template <class = void>
+void parse_value_info(pb::Reader& r, ValueInfo& v) {
   pb::Field f;
   while (r.next(f)) {
     if (f.number == 1) {
@@ -413,7 +420,8 @@ inline void parse_value_info(pb::Reader& r, ValueInfo& v) {
   }
 }
 
-inline void parse_graph(pb::Reader& r, Graph& g) {
+template <class = void>
+void parse_graph(pb::Reader& r, Graph& g) {
   pb::Field f;
   while (r.next(f)) {
     const auto sub = [&](const char* what) {
@@ -455,7 +463,8 @@ inline void parse_graph(pb::Reader& r, Graph& g) {
 }
 
 /// Parses a whole ModelProto. Throws ModelFormatError on any malformed field.
-[[nodiscard]] inline Model parse_model(std::string_view bytes) {
+template <class = void>
+[[nodiscard]] Model parse_model(std::string_view bytes) {
   Model m;
   pb::Reader r(bytes, "ModelProto");
   pb::Field f;
@@ -509,9 +518,9 @@ template <class Values>
   return t;
 }
 
-[[nodiscard]] inline pb::Writer int64_tensor(std::string_view name,
-                                             const std::vector<std::int64_t>& dims,
-                                             const std::vector<std::int64_t>& values) {
+template <class = void>
+[[nodiscard]] pb::Writer int64_tensor(std::string_view name, const std::vector<std::int64_t>& dims,
+                                      const std::vector<std::int64_t>& values) {
   pb::Writer t;
   t.packed_ints(1, dims);
   t.int_field(2, int64);
@@ -523,9 +532,10 @@ template <class Values>
 }
 
 /// ValueInfoProto of a float tensor; a dimension of -1 is written as `batch_name`.
-[[nodiscard]] inline pb::Writer float_value_info(std::string_view name,
-                                                 const std::vector<std::int64_t>& dims,
-                                                 std::string_view batch_name) {
+template <class = void>
+[[nodiscard]] pb::Writer float_value_info(std::string_view name,
+                                          const std::vector<std::int64_t>& dims,
+                                          std::string_view batch_name) {
   pb::Writer shape;
   for (const auto d : dims) {
     pb::Writer dim;

@@ -38,9 +38,13 @@ struct Step {
 
 /// Reads a parsed model into a network's layers (`read_onnx(graph)`), checking that
 /// every node is what the layer expects.
-class GraphReader {
+// A template only so that its members are compiled where a program uses them: as
+// plain inline functions, g++ compiled them, and the std templates they use, in every
+// program including the umbrella header.
+template <class = void>
+class BasicGraphReader {
  public:
-  explicit GraphReader(const Model& model) : m_model(model) {
+  explicit BasicGraphReader(const Model& model) : m_model(model) {
     if (!model.has_graph) fail("the file has no graph (is it an ONNX model?)");
     find_opset();
     build_chain();
@@ -636,5 +640,8 @@ class GraphReader {
   bool m_log_softmax = false;
   std::string m_layer;
 };
+
+/// The reader (an alias, so that a program that does not use ONNX compiles none of it).
+using GraphReader = BasicGraphReader<>;
 
 }  // namespace backprop::detail::onnx

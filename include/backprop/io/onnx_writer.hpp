@@ -25,9 +25,13 @@
 
 namespace backprop::detail::onnx {
 /// The graph a network's layers write themselves into (`write_onnx(graph)`).
-class GraphWriter {
+// A template only so that its members are compiled where a program uses them: as
+// plain inline functions, g++ compiled them, and the std templates they use, in every
+// program including the umbrella header.
+template <class = void>
+class BasicGraphWriter {
  public:
-  explicit GraphWriter(std::int64_t inputs) : m_shape{inputs}, m_input_shape{inputs} {}
+  explicit BasicGraphWriter(std::int64_t inputs) : m_shape{inputs}, m_input_shape{inputs} {}
 
   /// Called by the network before layer `index` writes itself.
   void begin_layer(std::size_t index) {
@@ -243,5 +247,8 @@ class GraphWriter {
   std::vector<NodeSpec> m_nodes;
   std::vector<pb::Writer> m_initializers;
 };
+
+/// The writer (an alias, so that a program that does not use ONNX compiles none of it).
+using GraphWriter = BasicGraphWriter<>;
 
 }  // namespace backprop::detail::onnx

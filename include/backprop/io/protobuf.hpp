@@ -29,7 +29,8 @@ enum class Wire : std::uint8_t { varint = 0, fixed64 = 1, bytes = 2, fixed32 = 5
 
 /// Builds one message in memory; nested messages are built by their own writer and
 /// added with `message`.
-class Writer {
+template <class = void>
+class BasicWriter {
  public:
   void varint(std::uint64_t v) {
     while (v >= 0x80) {
@@ -51,7 +52,7 @@ class Writer {
     varint(s.size());
     m_out.append(s);
   }
-  void message(int field, const Writer& nested) { bytes_field(field, nested.m_out); }
+  void message(int field, const BasicWriter& nested) { bytes_field(field, nested.m_out); }
   void float_field(int field, float f) {
     key(field, Wire::fixed32);
     fixed32(bits_of(f));
@@ -59,7 +60,7 @@ class Writer {
   /// A packed repeated int64 field.
   template <class Range>
   void packed_ints(int field, const Range& values) {
-    Writer body;
+    BasicWriter body;
     for (const auto v : values) body.varint(static_cast<std::uint64_t>(std::int64_t(v)));
     bytes_field(field, body.m_out);
   }
@@ -84,6 +85,11 @@ class Writer {
   std::string m_out;
 };
 
+/// The writer. The classes are templates only so that their members are compiled where a
+/// program uses them (as plain inline functions, in every program including the umbrella
+/// header).
+using Writer = BasicWriter<>;
+
 /// One field as the reader sees it: its number, wire type and value (`number` for
 /// varints and fixed sizes, `bytes` for wire type 2).
 struct Field {
@@ -96,9 +102,10 @@ struct Field {
 
 /// Reads one message's fields in order. `what` names the message for error messages
 /// ("ModelProto", "NodeProto 'fc1/Gemm'"); `base` is the message's offset in the file.
-class Reader {
+template <class = void>
+class BasicReader {
  public:
-  Reader(std::string_view data, std::string what, std::size_t base = 0)
+  BasicReader(std::string_view data, std::string what, std::size_t base = 0)
       : m_data(data), m_what(std::move(what)), m_base(base) {}
 
   /// The next field, or false at the end of the message.
@@ -186,7 +193,7 @@ class Reader {
       return;
     }
     if (f.wire != Wire::bytes) wrong_type(f, name, "varints");
-    Reader packed(f.bytes, m_what + " field '" + std::string(name) + "'", bytes_offset(f));
+    BasicReader packed(f.bytes, m_what + " field '" + std::string(name) + "'", bytes_offset(f));
     while (!packed.at_end()) {
       out.push_back(static_cast<std::int64_t>(packed.varint("a packed varint")));
     }
@@ -278,5 +285,8 @@ class Reader {
   std::size_t m_base = 0;
   std::size_t m_pos = 0;
 };
+
+/// The reader (a template for the same reason as the writer).
+using Reader = BasicReader<>;
 
 }  // namespace backprop::detail::pb

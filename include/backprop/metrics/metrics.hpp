@@ -23,8 +23,12 @@ namespace backprop {
 /// `counts()(t, p)` is the number of samples of true class t predicted as p. Precision of
 /// class c is counts(c, c) over the samples predicted as c, recall counts(c, c) over the
 /// samples of class c, F1 their harmonic mean; each is 0 where its denominator is 0 (as
-/// scikit-learn's `zero_division=0`).
-class ConfusionMatrix {
+/// scikit-learn's `zero_division=0`). Use it as `ConfusionMatrix`: it is a template only so
+/// that a program compiles its members where it uses them (as plain inline functions, g++
+/// compiled them, with Eigen's `long long` matrices, in every program including
+/// backprop.hpp: 0.18 s).
+template <class = void>
+class BasicConfusionMatrix {
  public:
   /// \brief Square matrix of counts, rows: true class, columns: predicted class.
   using Counts = Eigen::Matrix<long long, Eigen::Dynamic, Eigen::Dynamic>;
@@ -32,7 +36,7 @@ class ConfusionMatrix {
   /// \brief Counts `predicted` against `labels` for `classes` classes.
   /// \throws ShapeError if the two differ in length; ValueError if a class is outside
   ///         [0, classes) or classes < 1.
-  ConfusionMatrix(const Eigen::VectorXi& predicted, const Eigen::VectorXi& labels, int classes)
+  BasicConfusionMatrix(const Eigen::VectorXi& predicted, const Eigen::VectorXi& labels, int classes)
       : m_counts(Counts::Zero(classes > 0 ? classes : 0, classes > 0 ? classes : 0)) {
     if (classes < 1) throw ValueError("ConfusionMatrix: classes must be >= 1");
     if (predicted.size() != labels.size()) {
@@ -135,7 +139,7 @@ class ConfusionMatrix {
   }
 
   /// \brief Writes `m.report()` (classes named by their indices).
-  friend std::ostream& operator<<(std::ostream& os, const ConfusionMatrix& m) {
+  friend std::ostream& operator<<(std::ostream& os, const BasicConfusionMatrix& m) {
     return os << m.report();
   }
 
@@ -151,6 +155,9 @@ class ConfusionMatrix {
 
   Counts m_counts;
 };
+
+/// \brief The confusion matrix of predicted against true classes (see `BasicConfusionMatrix`).
+using ConfusionMatrix = BasicConfusionMatrix<>;
 
 /// \brief Regression metrics, over every output and sample: mean squared error, its root,
 /// mean absolute error, and R^2 = 1 - SS_res / SS_tot averaged over the outputs

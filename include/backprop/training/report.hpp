@@ -27,8 +27,9 @@ inline void put_u32be(std::string& out, std::uint32_t v) {
 }
 
 /// A PNG (8-bit greyscale) whose zlib stream uses stored (uncompressed) blocks:
-/// valid for every reader, no compressor needed.
-inline std::string encode_png_grey(const std::vector<std::uint8_t>& pixels, int width, int height) {
+/// valid for every reader, no compressor needed. (A template: see write_history_svg.)
+template <class = void>
+std::string encode_png_grey(const std::vector<std::uint8_t>& pixels, int width, int height) {
   std::string raw;  // filter byte 0 per row
   raw.reserve(static_cast<std::size_t>((width + 1) * height));
   for (int y = 0; y < height; ++y) {
@@ -124,9 +125,12 @@ void write_weight_tiles(const Eigen::MatrixBase<Derived>& weights, int tile_rows
 
 /// \brief Writes an SVG chart of the history: evaluation and training accuracy
 /// (left axis, %) and training/evaluation cost (right axis), per epoch.
-/// Series that were not monitored are left out. Atomic.
-inline void write_history_svg(const TrainingHistory& history, const std::filesystem::path& path,
-                              const std::string& title = "Training") {
+/// Series that were not monitored are left out. Atomic. (A template only so that a program
+/// compiles it where it calls it: as an inline function, in every program including
+/// backprop.hpp.)
+template <class = void>
+void write_history_svg(const TrainingHistory& history, const std::filesystem::path& path,
+                       const std::string& title = "Training") {
   const double W = 760, H = 420, left = 70, right = 70, top = 50, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;
   const auto& e = history.epochs;
