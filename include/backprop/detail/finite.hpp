@@ -9,7 +9,7 @@
 
 #include "../instruction_set.hpp"
 #if BACKPROP_X86_KERNELS
-#include <immintrin.h>
+#include "intrinsics.hpp"
 #endif
 
 namespace backprop::detail {
