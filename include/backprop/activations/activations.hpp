@@ -17,33 +17,6 @@
 
 namespace backprop {
 
-namespace detail {
-
-/// Contiguous storage by its type: a plain matrix or vector, or a vector map with unit
-/// stride.
-template <class E>
-concept ContiguousByType = std::is_base_of_v<Eigen::PlainObjectBase<E>, E> ||
-    ((static_cast<unsigned>(E::Flags) & Eigen::DirectAccessBit) != 0 &&
-     bool(E::IsVectorAtCompileTime) && E::InnerStrideAtCompileTime == 1);
-
-/// Contiguous storage of one scalar type whose coefficients are in the same order.
-template <class Z, class A>
-concept SameLayoutContiguous = ContiguousByType<Z> && ContiguousByType<A> &&
-    std::is_same_v<typename Z::Scalar, typename A::Scalar> &&
-    (bool(Z::IsRowMajor) == bool(A::IsRowMajor) || bool(Z::IsVectorAtCompileTime));
-
-/// a = 1 / (1 + e^-max(z, lo)) over n contiguous values (a may be z): Sigmoid's
-/// portable path for contiguous storage of every shape. Each shape's own Eigen expression
-/// took g++ 12 about 0.15 s to compile.
-template <class S>
-void sigmoid_values(const S* z, S* a, Eigen::Index n) {
-  using Values = Eigen::Array<S, Eigen::Dynamic, 1>;
-  constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
-  Eigen::Map<Values>(a, n) = ((-Eigen::Map<const Values>(z, n).max(lo)).exp() + S(1)).inverse();
-}
-
-}  // namespace detail
-
 /// \brief Logistic sigmoid, a = 1 / (1 + e^-z); sigma' = a (1 - a).
 ///
 /// z is clamped below at -80 (float) / -700 (double) so e^-z never overflows;
@@ -56,13 +29,8 @@ struct Sigmoid {
   static void forward(const Eigen::MatrixBase<Z>& z, Eigen::MatrixBase<A>& a) {
     using S = typename Z::Scalar;
     if (detail::sigmoid_kernel(z.derived(), a.derived())) return;
-    if constexpr (detail::SameLayoutContiguous<Z, A>) {
-      a.derived().resize(z.rows(), z.cols());  // (a map must have z's size already)
-      detail::sigmoid_values(z.derived().data(), a.derived().data(), z.size());
-    } else {
-      constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
-      a.derived() = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
-    }
+    constexpr S lo = std::is_same_v<S, float> ? S(-80) : S(-700);
+    a.derived() = ((-z.array().max(lo)).exp() + S(1)).inverse().matrix();
   }
   /// \brief d = g (.) a (.) (1 - a).
   template <class Z, class A, class G, class D>

@@ -45,18 +45,6 @@ template <class Scalar, int Rows>
 using SmallVector = std::conditional_t<(Rows <= 64), Eigen::Matrix<Scalar, Rows, 1>,
                                        Eigen::Matrix<Scalar, Eigen::Dynamic, 1>>;
 
-/// A plain column vector as a dynamic-size map (one type for every size); anything else
-/// as it is.
-template <class X>
-decltype(auto) dynamic_column(const X& x) {
-  if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<X>, X> && X::ColsAtCompileTime == 1) {
-    return Eigen::Map<const Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1>>(x.data(),
-                                                                                  x.rows());
-  } else {
-    return (x);
-  }
-}
-
 }  // namespace detail
 
 /// \brief One `Dense` layer for a scalar type: its parameters W (Out x In) and b (Out),
@@ -151,14 +139,11 @@ class DenseLayer
   /// \brief sigma(W x + b) for one sample (a fixed-size vector up to 64 rows).
   template <class X>
   [[nodiscard]] auto forward_sample(const X& x) const {
-    // z and a stay on the stack; the product, the bias and the activation see them and x
-    // through dynamic-size maps, which every layer width shares (each width's own
-    // instantiations took g++ 12 about 0.25 s to compile).
-    detail::SmallVector<Scalar, Out> z(Out), a(Out);
-    Eigen::Map<Vector> zv(z.data(), Out), av(a.data(), Out);
-    detail::multiply(zv, m_weights, detail::dynamic_column(x));
-    zv += m_biases;
-    detail::activation_forward<Act>(zv, av);
+    detail::SmallVector<Scalar, Out> z(Out);
+    detail::multiply(z, m_weights, x);
+    z += m_biases;
+    detail::SmallVector<Scalar, Out> a(Out);
+    detail::activation_forward<Act>(z, a);
     return a;
   }
 
