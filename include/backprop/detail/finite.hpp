@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "../instruction_set.hpp"
+#include "elementwise.hpp"
 #if BACKPROP_X86_KERNELS
 #include "intrinsics.hpp"
 #endif
@@ -96,7 +97,7 @@ template <class D>
                   d.outerStride();
                 }) {
     const D& d = m.derived();
-    if (d.innerStride() == 1 && (d.outerSize() <= 1 || d.outerStride() == d.innerSize())) {
+    if (contiguous(d)) {
       const int isa = active_isa();
       if (isa >= 2) return all_finite_avx512(d.data(), d.size());
       if (isa == 1) return all_finite_avx2(d.data(), d.size());
