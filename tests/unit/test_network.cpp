@@ -551,9 +551,17 @@ TEST_CASE("Parameters resized to another shape are rejected, not read out of bou
 
 TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape and transpose",
                    "[network][batch]", float, double) {
-  // Small float products (with AVX-512) take a kernel of their own, the rest Eigen's
-  // GEMM; both must give op(A) op(B) and the accumulating form.
+  // Float products take backprop's kernels (at the AVX2 and AVX-512 levels), the rest
+  // Eigen's GEMM and GEMV called directly (eigen_product: every level for double, the
+  // portable level for float), tiny ones a plain loop; all must give op(A) op(B) and
+  // the accumulating form, at every level this CPU runs.
   using M = Mat<TestType>;
+  const bp::InstructionSet before = bp::instruction_set();
+  const auto level =
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
+  if (level > bp::detected_instruction_set()) return;
+  bp::set_max_instruction_set(level);
+  INFO("instruction set " << bp::to_string(level));
   bp::detail::GemmWorkspace<TestType> ws;
   std::uint64_t seed = 70;
   for (Eigen::Index m : {1, 10, 16, 17, 30, 100, 128, 129}) {
@@ -589,9 +597,16 @@ TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape an
         CHECK(bptest::relative_difference(M(middle), want) <= tol);
         CHECK((big.col(0).array() == TestType(7)).all());
         CHECK((big.col(n + 1).array() == TestType(7)).all());
+        // The workspace-free product of inference, into a fresh and a reused matrix.
+        M d;
+        bp::detail::multiply(d, a, b);
+        CHECK(bptest::relative_difference(d, want) <= tol);
+        bp::detail::multiply(c, a, b);
+        CHECK(bptest::relative_difference(c, want) <= tol);
       }
     }
   }
+  bp::set_max_instruction_set(before);
 }
 
 TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][finite]", float,

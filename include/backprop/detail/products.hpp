@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -635,25 +635,168 @@ inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::In
 }
 #endif
 
+/// The operands of one product C = alpha op(A) op(B) (+ C): column-major storage with
+/// unit inner stride; op(A) is m x k (A itself k x m when trans_a), op(B) k x n.
+template <class Scalar>
+struct ProductOperands {
+  Scalar* c;
+  Eigen::Index ldc;
+  const Scalar* a;
+  Eigen::Index lda;
+  const Scalar* b;
+  Eigen::Index ldb;
+  Eigen::Index m, n, k;
+  Scalar alpha;
+  bool accumulate, trans_a, trans_b;
+};
+
+/// The operands of dst (+)= alpha op(a) op(b) for gemm_operand types.
+template <class Scalar, class Dst, class A, class B>
+ProductOperands<Scalar> product_operands(Dst& dst, const A& a, const B& b, bool trans_a,
+                                         bool trans_b, Scalar alpha, bool accumulate) {
+  return {dst.data(),
+          dst.outerStride(),
+          a.data(),
+          a.outerStride(),
+          b.data(),
+          b.outerStride(),
+          trans_a ? a.cols() : a.rows(),
+          trans_b ? b.rows() : b.cols(),
+          trans_a ? a.rows() : a.cols(),
+          alpha,
+          accumulate,
+          trans_a,
+          trans_b};
+}
+
+#if BACKPROP_PERSISTENT_GEMM
+/// Eigen's GEMM packing buffers for one call site (GemmWorkspace).
+template <class Scalar>
+using GemmBlocking =
+    Eigen::internal::gemm_blocking_space<Eigen::ColMajor, Scalar, Scalar, Eigen::Dynamic,
+                                         Eigen::Dynamic, Eigen::Dynamic, 1, false>;
+#endif
+
+/// Eigen's product on raw operands: C (+)= alpha op(A) op(B), for the products
+/// backprop's kernels do not take (double, the portable level, the largest products of
+/// a build whose Eigen has the CPU's vectors). Every product of Dense layers reaches
+/// Eigen through here, and this calls Eigen's GEMM and GEMV kernels directly (its
+/// internal general_matrix_matrix_product and general_matrix_vector_product, as its
+/// operator* does after choosing them): Eigen's product templates are then instantiated
+/// once per scalar type and pair of transpositions, not once per call site and operand
+/// type through its expression machinery. For the quick start (784-30-10, float) that
+/// took 30% off the compile's time and 27% off its memory (docs/performance.md,
+/// "Compile time").
+///
+/// Products with m + n + k < small_product_size are a plain loop (Eigen's operator*
+/// evaluates those coefficient by coefficient too); one column is Eigen's GEMV; the
+/// rest its GEMM, reading transposed operands in place as row-major. `blocking`, when
+/// given, holds the GEMM's packing buffers between calls (single-threaded); with more
+/// Eigen threads (OpenMP) the GEMM runs on them and packs per thread.
+template <class Scalar, bool TransA, bool TransB>
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+void eigen_product(const ProductOperands<Scalar>& p, [[maybe_unused]] void* blocking) {
+  const Eigen::Index m = p.m, n = p.n, k = p.k;
+  if (m <= 0 || n <= 0) return;
+  if (!p.accumulate) {
+    for (Eigen::Index j = 0; j < n; ++j) std::fill_n(p.c + j * p.ldc, m, Scalar(0));
+  }
+  if (k <= 0) return;
+  if (m + n + k < small_product_size) {
+    for (Eigen::Index j = 0; j < n; ++j) {
+      for (Eigen::Index i = 0; i < m; ++i) {
+        Scalar sum(0);
+        for (Eigen::Index q = 0; q < k; ++q) {
+          sum += (TransA ? p.a[i * p.lda + q] : p.a[q * p.lda + i]) *
+                 (TransB ? p.b[q * p.ldb + j] : p.b[j * p.ldb + q]);
+        }
+        p.c[j * p.ldc + i] += p.alpha * sum;
+      }
+    }
+    return;
+  }
+  constexpr int order_a = TransA ? Eigen::RowMajor : Eigen::ColMajor;
+  constexpr int order_b = TransB ? Eigen::RowMajor : Eigen::ColMajor;
+  using Stride = Eigen::OuterStride<>;
+  using AMap =
+      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_a>, 0, Stride>;
+  using BMap =
+      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_b>, 0, Stride>;
+  using CMap = Eigen::Map<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>, 0, Stride>;
+  const AMap a(p.a, m, k, Stride(p.lda));
+  const BMap b(p.b, k, n, Stride(p.ldb));
+  CMap c(p.c, m, n, Stride(p.ldc));
+#if BACKPROP_PERSISTENT_GEMM
+  namespace ei = Eigen::internal;
+  if (n == 1) {
+    // op(B) is one column: b's first column, or its first row when transposed.
+    if constexpr (TransA) {
+      // Eigen's row-major GEMV reads a contiguous vector.
+      const Scalar* x = p.b;
+      std::vector<Scalar> copy;
+      if constexpr (TransB) {
+        copy.resize(static_cast<std::size_t>(k));
+        for (Eigen::Index q = 0; q < k; ++q) copy[static_cast<std::size_t>(q)] = p.b[q * p.ldb];
+        x = copy.data();
+      }
+      using Lhs = ei::const_blas_data_mapper<Scalar, Eigen::Index, Eigen::RowMajor>;
+      using Rhs = ei::const_blas_data_mapper<Scalar, Eigen::Index, Eigen::ColMajor>;
+      ei::general_matrix_vector_product<Eigen::Index, Scalar, Lhs, Eigen::RowMajor, false, Scalar,
+                                        Rhs, false>::run(m, k, Lhs(p.a, p.lda), Rhs(x, 1), p.c, 1,
+                                                         p.alpha);
+    } else {
+      using Lhs = ei::const_blas_data_mapper<Scalar, Eigen::Index, Eigen::ColMajor>;
+      using Rhs = ei::const_blas_data_mapper<Scalar, Eigen::Index, Eigen::RowMajor>;
+      ei::general_matrix_vector_product<Eigen::Index, Scalar, Lhs, Eigen::ColMajor, false, Scalar,
+                                        Rhs, false>::run(m, k, Lhs(p.a, p.lda),
+                                                         Rhs(p.b, TransB ? p.ldb : 1), p.c, 1,
+                                                         p.alpha);
+    }
+    return;
+  }
+  using Gemm = ei::general_matrix_matrix_product<Eigen::Index, Scalar, order_a, false, Scalar,
+                                                 order_b, false, Eigen::ColMajor, 1>;
+  if (blocking != nullptr && Eigen::nbThreads() == 1) {
+    Gemm::run(m, n, k, p.a, p.lda, p.b, p.ldb, p.c, 1, p.ldc, p.alpha,
+              *static_cast<GemmBlocking<Scalar>*>(blocking), nullptr);
+    return;
+  }
+  GemmBlocking<Scalar> local(m, n, k, 1, true);
+  ei::parallelize_gemm<true>(
+      ei::gemm_functor<Scalar, Eigen::Index, Gemm, AMap, BMap, CMap, GemmBlocking<Scalar>>(
+          a, b, c, p.alpha, local),
+      m, n, k, false);
+#else
+  c.noalias() += p.alpha * (a * b);
+#endif
+}
+
 /// dst = a * b (plain column-major operands; dst does not alias them) without a
 /// workspace, for inference: backprop's kernels where kernel_product_takes says so,
-/// otherwise Eigen's product.
+/// otherwise Eigen's product (eigen_product).
 template <class Dst, class A, class B>
 void multiply(Dst& dst, const A& a, const B& b) {
-#if BACKPROP_X86_KERNELS
-  if constexpr (std::is_same_v<typename Dst::Scalar, float> && gemm_operand<A> && gemm_operand<B> &&
-                gemm_operand<Dst>) {
+  using Scalar = typename Dst::Scalar;
+  if constexpr (gemm_operand<A> && gemm_operand<B> && gemm_operand<Dst>) {
     const Eigen::Index m = a.rows(), n = b.cols(), k = a.cols();
-    const int isa = active_isa();
-    if (m + n + k >= small_product_size && kernel_product_takes(isa, m, n, k)) {
-      dst.resize(m, n);
-      kernel_product(dst.data(), dst.outerStride(), a.data(), a.outerStride(), b.data(), 1,
-                     b.outerStride(), m, n, k, 1.0f, false, isa);
-      return;
+    dst.resize(m, n);
+#if BACKPROP_X86_KERNELS
+    if constexpr (std::is_same_v<Scalar, float>) {
+      const int isa = active_isa();
+      if (m + n + k >= small_product_size && kernel_product_takes(isa, m, n, k)) {
+        kernel_product(dst.data(), dst.outerStride(), a.data(), a.outerStride(), b.data(), 1,
+                       b.outerStride(), m, n, k, 1.0f, false, isa);
+        return;
+      }
     }
-  }
 #endif
-  dst.noalias() = a * b;
+    eigen_product<Scalar, false, false>(product_operands(dst, a, b, false, false, Scalar(1), false),
+                                        nullptr);
+  } else {
+    dst.noalias() = a * b;
+  }
 }
 
 /// The packing buffers of one product call site, kept between mini-batches.
@@ -691,85 +834,71 @@ class GemmWorkspace {
     const Eigen::Index k = TransA ? a.rows() : a.cols();
     const Eigen::Index n = TransB ? b.rows() : b.cols();
     if (!accumulate) dst.resize(m, n);  // (the kernels below write into dst's storage)
-    auto op_a = [&]() -> decltype(auto) {
-      if constexpr (TransA)
-        return a.transpose();
-      else
-        return (a);
-    };
-    auto op_b = [&]() -> decltype(auto) {
-      if constexpr (TransB)
-        return b.transpose();
-      else
-        return (b);
-    };
-    if (m + n + k < small_product_size) {
-      if (accumulate) {
-        dst.noalias() += alpha * op_a().lazyProduct(op_b());
-      } else {
-        dst.noalias() = op_a().lazyProduct(op_b());
-      }
-      return;
-    }
-#if BACKPROP_X86_KERNELS
-    if constexpr (std::is_same_v<Scalar, float> && gemm_operand<A> && gemm_operand<B> &&
-                  gemm_operand<Dst>) {
-      const int isa = active_isa();
-      if (kernel_product_takes(isa, m, n, k)) {
-        const float* a_cols = a.data();
-        Eigen::Index lda = a.outerStride();
-        bool trans_a = false;
-        if constexpr (TransA) trans_a = kernel_product_packs(n, m, k, m);
-        if (trans_a) {
-          // op(a) = a^T, transposed block by block as the product packs it.
-        } else if constexpr (TransA) {
-          // op(a) = a^T: its columns are rows of a; transposed into the scratch buffer.
-          m_transposed.resize(static_cast<std::size_t>(m * k));
-          transpose_into(m_transposed.data(), a.data(), a.rows(), a.cols(), a.outerStride());
-          a_cols = m_transposed.data();
-          lda = m;
-        }
-        // B(p, j) of op(b): b(p, j) or, transposed, b(j, p).
-        kernel_product(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
-                       TransB ? b.outerStride() : 1, TransB ? 1 : b.outerStride(), m, n, k,
-                       static_cast<float>(alpha), accumulate, isa, trans_a);
-        return;
-      }
-    }
-#endif
-#if BACKPROP_PERSISTENT_GEMM
     if constexpr (gemm_operand<A> && gemm_operand<B> && gemm_operand<Dst>) {
-      if (Eigen::nbThreads() == 1 && m > 0 && n > 0 && k > 0) {
+#if BACKPROP_X86_KERNELS
+      if constexpr (std::is_same_v<Scalar, float>) {
+        const int isa = active_isa();
+        if (m + n + k >= small_product_size && kernel_product_takes(isa, m, n, k)) {
+          const float* a_cols = a.data();
+          Eigen::Index lda = a.outerStride();
+          bool trans_a = false;
+          if constexpr (TransA) trans_a = kernel_product_packs(n, m, k, m);
+          if (trans_a) {
+            // op(a) = a^T, transposed block by block as the product packs it.
+          } else if constexpr (TransA) {
+            // op(a) = a^T: its columns are rows of a; transposed into the scratch buffer.
+            m_transposed.resize(static_cast<std::size_t>(m * k));
+            transpose_into(m_transposed.data(), a.data(), a.rows(), a.cols(), a.outerStride());
+            a_cols = m_transposed.data();
+            lda = m;
+          }
+          // B(p, j) of op(b): b(p, j) or, transposed, b(j, p).
+          kernel_product(dst.data(), dst.outerStride(), a_cols, lda, b.data(),
+                         TransB ? b.outerStride() : 1, TransB ? 1 : b.outerStride(), m, n, k,
+                         static_cast<float>(alpha), accumulate, isa, trans_a);
+          return;
+        }
+      }
+#endif
+      void* blocking = nullptr;
+#if BACKPROP_PERSISTENT_GEMM
+      if (Eigen::nbThreads() == 1 && m + n + k >= small_product_size && m > 0 && n > 0 && k > 0) {
         if (!m_blocking || m != m_m || n != m_n || k != m_k) {
-          m_blocking.reset();
-          m_blocking.emplace(m, n, k, 1, true);
+          m_blocking.reset();  // (before allocating the next one)
+          m_blocking = std::make_unique<GemmBlocking<Scalar>>(m, n, k, 1, true);
           m_blocking->allocateAll();
           m_m = m;
           m_n = n;
           m_k = k;
         }
-        if (!accumulate) dst.setZero();
-        Eigen::internal::general_matrix_matrix_product<
-            Eigen::Index, Scalar, TransA ? Eigen::RowMajor : Eigen::ColMajor, false, Scalar,
-            TransB ? Eigen::RowMajor : Eigen::ColMajor, false, Eigen::ColMajor,
-            1>::run(m, n, k, a.data(), a.outerStride(), b.data(), b.outerStride(), dst.data(), 1,
-                    dst.outerStride(), alpha, *m_blocking, nullptr);
-        return;
+        blocking = m_blocking.get();
       }
-    }
 #endif
-    if (accumulate) {
-      dst.noalias() += alpha * (op_a() * op_b());
+      eigen_product<Scalar, TransA, TransB>(
+          product_operands(dst, a, b, TransA, TransB, alpha, accumulate), blocking);
     } else {
-      dst.noalias() = op_a() * op_b();
+      auto op_a = [&]() -> decltype(auto) {
+        if constexpr (TransA)
+          return a.transpose();
+        else
+          return (a);
+      };
+      auto op_b = [&]() -> decltype(auto) {
+        if constexpr (TransB)
+          return b.transpose();
+        else
+          return (b);
+      };
+      if (accumulate) {
+        dst.noalias() += alpha * (op_a() * op_b());
+      } else {
+        dst.noalias() = op_a() * op_b();
+      }
     }
   }
 
 #if BACKPROP_PERSISTENT_GEMM
-  using Blocking =
-      Eigen::internal::gemm_blocking_space<Eigen::ColMajor, Scalar, Scalar, Eigen::Dynamic,
-                                           Eigen::Dynamic, Eigen::Dynamic, 1, false>;
-  std::optional<Blocking> m_blocking;
+  std::unique_ptr<GemmBlocking<Scalar>> m_blocking;
 #endif
   Eigen::Index m_m = 0, m_n = 0, m_k = 0;
   std::vector<Scalar> m_transposed;  // kernel_product's op(a) when TransA
