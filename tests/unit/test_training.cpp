@@ -789,9 +789,13 @@ TEST_CASE("training and inference flush subnormals; the caller's setting is rest
 
 TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the products, any stride",
                    "[training][sparse]", float, double) {
-  using Net =
-      bp::BasicNetwork<TestType, bp::Dense<50, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
   using Matrix = Eigen::Matrix<TestType, Eigen::Dynamic, Eigen::Dynamic>;
+  const bp::InstructionSet before = bp::instruction_set();
+  const auto level =
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
+  if (level > bp::detected_instruction_set()) return;
+  bp::set_max_instruction_set(level);
+  INFO("instruction set " << bp::to_string(level));
   bp::Rng rng(11);
   // 80% zeros, as MNIST's pixels: the sparse first layer takes these batches. The
   // backing matrix has 7 extra rows, so a Map sees columns 57 apart.
@@ -801,29 +805,46 @@ TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the pr
   }
   const Matrix X = tall.topRows(50);
   const Matrix Y = Matrix::Random(3, 40).cwiseAbs();
-  Net block{5}, strided{5}, products{5};
-  for (Eigen::Index k = 0; k < 40; k += 10) {
-    block.update_mini_batch(X.middleCols(k, 10), Y.middleCols(k, 10), 0.5);
-    const Eigen::Map<const Matrix, 0, Eigen::OuterStride<>> view(tall.data() + k * 57, 50, 10,
-                                                                 Eigen::OuterStride<>(57));
-    strided.update_mini_batch(view, Y.middleCols(k, 10), 0.5);
-    // An expression without direct access goes through the products.
-    products.update_mini_batch((X.middleCols(k, 10).array() * TestType(1)).matrix(),
-                               Y.middleCols(k, 10), 0.5);
-  }
   const double tol = std::is_same_v<TestType, float> ? 1e-5 : 1e-12;
-  bp::detail::for_each_index<2>([&](auto i) {
-    CHECK((block.template layer<i>().weights() - products.template layer<i>().weights())
-              .cwiseAbs()
-              .maxCoeff() < tol);
-    CHECK((block.template layer<i>().biases() - products.template layer<i>().biases())
-              .cwiseAbs()
-              .maxCoeff() < tol);
-    CHECK(block.template layer<i>().weights() == strided.template layer<i>().weights());
-    CHECK(block.template layer<i>().biases() == strided.template layer<i>().biases());
-  });
-  CHECK(block.template layer<0>().weights() != Net{5}.template layer<0>().weights());
+  // First layers of 8 to 48 outputs: the weight update of whole vectors, of a plain
+  // loop below one vector, and of full vectors plus one overlapping the last (AVX-512:
+  // 17, 30, 31, 40; AVX2: 17, 30, 31), on the unpadded weights.
+  auto widths = [&]<int Out>() {
+    INFO("first layer 50 x " << Out);
+    using Wide =
+        bp::BasicNetwork<TestType, bp::Dense<50, Out, bp::Sigmoid>, bp::Dense<Out, 3, bp::Sigmoid>>;
+    Wide block{5}, strided{5}, products{5};
+    for (Eigen::Index k = 0; k < 40; k += 10) {
+      block.update_mini_batch(X.middleCols(k, 10), Y.middleCols(k, 10), 0.5);
+      const Eigen::Map<const Matrix, 0, Eigen::OuterStride<>> view(tall.data() + k * 57, 50, 10,
+                                                                   Eigen::OuterStride<>(57));
+      strided.update_mini_batch(view, Y.middleCols(k, 10), 0.5);
+      // An expression without direct access goes through the products.
+      products.update_mini_batch((X.middleCols(k, 10).array() * TestType(1)).matrix(),
+                                 Y.middleCols(k, 10), 0.5);
+    }
+    bp::detail::for_each_index<2>([&](auto i) {
+      CHECK((block.template layer<i>().weights() - products.template layer<i>().weights())
+                .cwiseAbs()
+                .maxCoeff() < tol);
+      CHECK((block.template layer<i>().biases() - products.template layer<i>().biases())
+                .cwiseAbs()
+                .maxCoeff() < tol);
+      CHECK(block.template layer<i>().weights() == strided.template layer<i>().weights());
+      CHECK(block.template layer<i>().biases() == strided.template layer<i>().biases());
+    });
+    CHECK(block.template layer<0>().weights() != Wide{5}.template layer<0>().weights());
+  };
+  widths.template operator()<8>();
+  widths.template operator()<17>();
+  widths.template operator()<30>();
+  widths.template operator()<31>();
+  widths.template operator()<40>();
+  widths.template operator()<48>();
 
+  using Net =
+      bp::BasicNetwork<TestType, bp::Dense<50, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
+  Net block{5};
   // gradient takes the same path.
   // (No structured bindings: clang 14 cannot capture them in the lambda.)
   const auto sparse = block.gradient(X.leftCols(20), Y.leftCols(20));
@@ -838,4 +859,5 @@ TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the pr
         tol);
     CHECK(dense_w.cwiseAbs().maxCoeff() > 0);
   });
+  bp::set_max_instruction_set(before);
 }
