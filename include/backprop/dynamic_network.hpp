@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "activations/activations.hpp"
+#include "detail/products.hpp"
 #include "errors.hpp"
 #include "io/model.hpp"
 #include "io/onnx.hpp"
@@ -300,7 +301,7 @@ class DynamicNetwork {
   static void apply(const Layer& l, const Eigen::Ref<const Matrix>& x, Matrix& y) {
     switch (l.kind) {
       case Kind::dense:
-        y.noalias() = l.weights * x;
+        detail::multiply(y, l.weights, x);  // backprop's kernels where they take it
         y.colwise() += l.biases;
         activate(l, y);
         return;
@@ -335,6 +336,7 @@ class DynamicNetwork {
         (Eigen::Index{1} << 20) / std::max<Eigen::Index>(1, positions * patch), 1,
         std::max<Eigen::Index>(1, m));
     Matrix patches, z;
+    detail::GemmWorkspace<Scalar> gemm;
     for (Eigen::Index first = 0; first < m; first += block) {
       const Eigen::Index n = std::min(block, m - first);
       // Column (c K + i) K + j of the patches, row s positions + y OW + x, is
@@ -369,7 +371,7 @@ class DynamicNetwork {
           }
         }
       }
-      z.noalias() = patches * l.weights.transpose();  // (n positions) x out_channels
+      gemm.template assign<false, true>(z, patches, l.weights);  // (n positions) x out_channels
       for (Eigen::Index s = 0; s < n; ++s) {
         for (int o = 0; o < l.out_channels; ++o) {
           y.col(first + s).segment(Eigen::Index{o} * positions, positions) =

@@ -98,6 +98,49 @@ using Small = bp::BasicNetwork<T, bp::Conv2D<1, 8, 8, 4, 3, bp::ReLU>, bp::MaxPo
 
 }  // namespace
 
+TEST_CASE("A float convolutional network equals the double one at every instruction set",
+          "[conv][isa]") {
+  // Float products take backprop's kernels (AVX2, AVX-512) or Eigen's GEMM (portable):
+  // the forward pass, the input gradient of the second conv layer and every parameter
+  // gradient must equal the double network's to float rounding, from the same weights.
+  using Net =
+      bp::BasicNetwork<double, bp::Conv2D<3, 12, 12, 8, 3, bp::Tanh>,
+                       bp::Conv2D<8, 10, 10, 6, 3, bp::Tanh, 1, 1>, bp::Dense<600, 4, bp::Sigmoid>>;
+  using NetF =
+      bp::BasicNetwork<float, bp::Conv2D<3, 12, 12, 8, 3, bp::Tanh>,
+                       bp::Conv2D<8, 10, 10, 6, 3, bp::Tanh, 1, 1>, bp::Dense<600, 4, bp::Sigmoid>>;
+  const bp::InstructionSet before = bp::instruction_set();
+  const auto level =
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
+  if (level > bp::detected_instruction_set()) return;
+  bp::set_max_instruction_set(level);
+  INFO("instruction set " << bp::to_string(level));
+  Net net{3};
+  NetF netf{3};
+  bp::detail::for_each_index<3>([&](auto i) {
+    net.template layer<i>().weights() = net.template layer<i>().weights() * 0.3;
+    netf.template layer<i>().weights() = net.template layer<i>().weights().template cast<float>();
+    netf.template layer<i>().biases() = net.template layer<i>().biases().template cast<float>();
+  });
+  const Eigen::MatrixXd x = bptest::random_matrix<double>(3 * 12 * 12, 7, 41, -1.0, 1.0);
+  const Eigen::MatrixXd y = bptest::random_matrix<double>(4, 7, 42, 0.1, 0.9);
+  const Eigen::MatrixXf xf = x.cast<float>(), yf = y.cast<float>();
+  const Eigen::MatrixXd out = net.feedforward(x);
+  const Eigen::MatrixXf outf = netf.feedforward(xf);
+  CHECK(bptest::relative_difference(Eigen::MatrixXd(outf.cast<double>()), out) < 1e-5);
+  const auto g = net.gradient(x, y);
+  const auto gf = netf.gradient(xf, yf);
+  bp::detail::for_each_index<3>([&](auto i) {
+    INFO("layer " << decltype(i)::value);
+    const Eigen::MatrixXd w = std::get<i>(std::get<1>(gf)).template cast<double>();
+    const Eigen::MatrixXd b = std::get<i>(std::get<0>(gf)).template cast<double>();
+    CHECK(bptest::relative_difference(w, std::get<i>(std::get<1>(g))) < 1e-4);
+    CHECK(bptest::relative_difference(b, std::get<i>(std::get<0>(g))) < 1e-4);
+    CHECK(std::get<i>(std::get<1>(g)).cwiseAbs().maxCoeff() > 0);
+  });
+  bp::set_max_instruction_set(before);
+}
+
 TEST_CASE("Conv2D computes the cross-correlation of ../shared/API.md", "[conv]") {
   SECTION("stride 1, no padding, several channels") {
     using L = bp::Conv2D<3, 7, 6, 4, 3, bp::Identity>::Instance<double>;

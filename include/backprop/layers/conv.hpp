@@ -28,6 +28,7 @@
 
 #include "../activations/activations.hpp"
 #include "../concepts.hpp"
+#include "../detail/products.hpp"
 #include "../detail/shape.hpp"
 #include "../init/initializers.hpp"
 #include "../init/random.hpp"
@@ -210,9 +211,10 @@ class Conv2DLayer
     constexpr Eigen::Index block = std::max<Eigen::Index>(
         1, (Eigen::Index{1} << 20) / (Eigen::Index{Geometry::positions} * Geometry::patch));
     Matrix patches, zb, z(outputs, m);
+    detail::GemmWorkspace<Scalar> gemm;  // (local: inference is const and thread-safe)
     for (Eigen::Index first = 0; first < m; first += block) {
       const Eigen::Index n = std::min(block, m - first);
-      convolve(xr.middleCols(first, n), patches, zb);
+      convolve(xr.middleCols(first, n), patches, zb, gemm);
       z.middleCols(first, n) = zb;
     }
     y.resize(outputs, m);
@@ -229,12 +231,16 @@ class Conv2DLayer
     ///@{
     Matrix patches, z, a, delta, stacked, dpatches;
     ///@}
+    /// The products' buffers (forward, dx, dC/dW).
+    ///@{
+    detail::GemmWorkspace<Scalar> gemm_forward, gemm_backward, gemm_update;
+    ///@}
   };
 
   /// \brief Training forward pass into `ws` (no random masks).
   template <class X>
   void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
-    convolve(x, ws.patches, ws.z, &ws.stacked);
+    convolve(x, ws.patches, ws.z, ws.gemm_forward, &ws.stacked);
     ws.a.resize(outputs, ws.z.cols());
     detail::activation_forward<Act>(ws.z, ws.a);
   }
@@ -255,17 +261,16 @@ class Conv2DLayer
           Eigen::Map<const Matrix>(ws.delta.col(s).data(), positions, OC);
     }
     if (dx != nullptr) {
-      ws.dpatches.resize(m * positions, weight_cols);
-      ws.dpatches.noalias() = stacked * m_weights;
+      ws.gemm_backward.template assign<false, false>(ws.dpatches, stacked, m_weights);
       dx->setZero(inputs, m);
       Geometry::col2im(ws.dpatches.data(), m, dx->data());
     }
     sink(std::integral_constant<int, 0>{}, m_weights,
          [&](auto& target, Scalar factor, bool accumulate) {
            if (accumulate) {
-             target.noalias() += factor * (stacked.transpose() * ws.patches);
+             ws.gemm_update.template add<true, false>(target, factor, stacked, ws.patches);
            } else {
-             target.noalias() = stacked.transpose() * ws.patches;
+             ws.gemm_update.template assign<true, false>(target, stacked, ws.patches);
            }
          });
     sink(std::integral_constant<int, 1>{}, m_biases,
@@ -281,8 +286,11 @@ class Conv2DLayer
  private:
   /// patches = im2col(x); z (CHW columns) = the windows times W^T plus b. `stacked`
   /// receives Z with one row per window (a buffer; the inference pass uses a local).
+  /// The products go through backprop's kernels where they take them (GemmWorkspace),
+  /// otherwise Eigen's GEMM.
   template <class X>
-  void convolve(const X& x, Matrix& patches, Matrix& z, Matrix* stacked = nullptr) const {
+  void convolve(const X& x, Matrix& patches, Matrix& z, detail::GemmWorkspace<Scalar>& gemm,
+                Matrix* stacked = nullptr) const {
     const Eigen::Ref<const Matrix> xr(x);
     const Eigen::Index m = xr.cols();
     constexpr int positions = Geometry::positions;
@@ -290,8 +298,7 @@ class Conv2DLayer
     Geometry::im2col(xr.data(), xr.outerStride(), m, patches.data());
     Matrix local;
     Matrix& zs = stacked != nullptr ? *stacked : local;
-    zs.resize(m * positions, OC);
-    zs.noalias() = patches * m_weights.transpose();
+    gemm.template assign<false, true>(zs, patches, m_weights);
     z.resize(outputs, m);
     for (Eigen::Index s = 0; s < m; ++s) {
       Eigen::Map<Matrix> zm(z.col(s).data(), positions, OC);
