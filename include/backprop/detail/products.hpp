@@ -679,14 +679,14 @@ using GemmBlocking =
 
 /// Eigen's product on raw operands: C (+)= alpha op(A) op(B), for the products
 /// backprop's kernels do not take (double, the portable level, the largest products of
-/// a build whose Eigen has the CPU's vectors). Every product of Dense layers reaches
-/// Eigen through here, and this calls Eigen's GEMM and GEMV kernels directly (its
-/// internal general_matrix_matrix_product and general_matrix_vector_product, as its
-/// operator* does after choosing them): Eigen's product templates are then instantiated
-/// once per scalar type and pair of transpositions, not once per call site and operand
-/// type through its expression machinery. For the quick start (784-30-10, float) that
-/// took 30% off the compile's time and 27% off its memory (docs/performance.md,
-/// "Compile time").
+/// a build whose Eigen has the CPU's vectors). The batched products of the Dense and
+/// Conv2D layers and of DynamicNetwork reach Eigen through here, and this calls Eigen's
+/// GEMM and GEMV kernels directly (its internal general_matrix_matrix_product and
+/// general_matrix_vector_product, as its operator* does after choosing them): Eigen's
+/// product templates are then instantiated once per scalar type and pair of
+/// transpositions, not once per call site and operand type through its expression
+/// machinery. For the quick start (784-30-10, float) that took about 25% off the
+/// compile's time and 27% off its memory (docs/performance.md, "Compile time").
 ///
 /// Products with m + n + k < small_product_size are a plain loop (Eigen's operator*
 /// evaluates those coefficient by coefficient too); one column is Eigen's GEMV; the
