@@ -5,10 +5,37 @@
 #include <backprop/backprop.hpp>
 #include <cmath>
 #include <cstddef>
+#include <string_view>
 #include <tuple>
 #include <utility>
 
 namespace bptest {
+
+/// Caps backprop's kernels at an instruction-set level for a scope and restores the
+/// previous cap on exit, for test cases that run at every level:
+///   const bptest::InstructionSetCap cap(GENERATE(portable, avx2, avx512));
+///   if (!cap.runs()) return;  // a level this CPU does not have
+class InstructionSetCap {
+ public:
+  explicit InstructionSetCap(backprop::InstructionSet level)
+      : m_before(backprop::instruction_set()),
+        m_level(level),
+        m_runs(level <= backprop::detected_instruction_set()) {
+    if (m_runs) backprop::set_max_instruction_set(level);
+  }
+  ~InstructionSetCap() { backprop::set_max_instruction_set(m_before); }
+  InstructionSetCap(const InstructionSetCap&) = delete;
+  InstructionSetCap& operator=(const InstructionSetCap&) = delete;
+
+  /// Whether this CPU runs the level (otherwise the test case returns).
+  [[nodiscard]] bool runs() const noexcept { return m_runs; }
+  /// The level's name, for INFO.
+  [[nodiscard]] std::string_view name() const { return backprop::to_string(m_level); }
+
+ private:
+  backprop::InstructionSet m_before, m_level;
+  bool m_runs;
+};
 
 template <class Scalar>
 using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;

@@ -109,12 +109,10 @@ TEST_CASE("A float convolutional network equals the double one at every instruct
   using NetF =
       bp::BasicNetwork<float, bp::Conv2D<3, 12, 12, 8, 3, bp::Tanh>,
                        bp::Conv2D<8, 10, 10, 6, 3, bp::Tanh, 1, 1>, bp::Dense<600, 4, bp::Sigmoid>>;
-  const bp::InstructionSet before = bp::instruction_set();
-  const auto level =
-      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
-  if (level > bp::detected_instruction_set()) return;
-  bp::set_max_instruction_set(level);
-  INFO("instruction set " << bp::to_string(level));
+  const bptest::InstructionSetCap cap(
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512));
+  if (!cap.runs()) return;
+  INFO("instruction set " << cap.name());
   Net net{3};
   NetF netf{3};
   bp::detail::for_each_index<3>([&](auto i) {
@@ -138,7 +136,6 @@ TEST_CASE("A float convolutional network equals the double one at every instruct
     CHECK(bptest::relative_difference(b, std::get<i>(std::get<0>(g))) < 1e-4);
     CHECK(std::get<i>(std::get<1>(g)).cwiseAbs().maxCoeff() > 0);
   });
-  bp::set_max_instruction_set(before);
 }
 
 TEST_CASE("Conv2D computes the cross-correlation of ../shared/API.md", "[conv]") {

@@ -556,12 +556,10 @@ TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape an
   // portable level for float), tiny ones a plain loop; all must give op(A) op(B) and
   // the accumulating form, at every level this CPU runs.
   using M = Mat<TestType>;
-  const bp::InstructionSet before = bp::instruction_set();
-  const auto level =
-      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
-  if (level > bp::detected_instruction_set()) return;
-  bp::set_max_instruction_set(level);
-  INFO("instruction set " << bp::to_string(level));
+  const bptest::InstructionSetCap cap(
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512));
+  if (!cap.runs()) return;
+  INFO("instruction set " << cap.name());
   bp::detail::GemmWorkspace<TestType> ws;
   std::uint64_t seed = 70;
   for (Eigen::Index m : {1, 10, 16, 17, 30, 100, 128, 129}) {
@@ -606,7 +604,6 @@ TEMPLATE_TEST_CASE("The batched path's products equal Eigen's for every shape an
       }
     }
   }
-  bp::set_max_instruction_set(before);
 }
 
 TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][finite]", float,
@@ -616,12 +613,10 @@ TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][
   // Every level this CPU runs: AVX2 ORs x - x into four chains with a scalar tail.
   using S = TestType;
   using M = Mat<S>;
-  const bp::InstructionSet before = bp::instruction_set();
-  const auto level =
-      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
-  if (level > bp::detected_instruction_set()) return;
-  bp::set_max_instruction_set(level);
-  INFO("instruction set " << bp::to_string(level));
+  const bptest::InstructionSetCap cap(
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512));
+  if (!cap.runs()) return;
+  INFO("instruction set " << cap.name());
   const S bad_values[] = {std::numeric_limits<S>::quiet_NaN(),
                           std::numeric_limits<S>::signaling_NaN(),
                           std::numeric_limits<S>::infinity(), -std::numeric_limits<S>::infinity()};
@@ -644,7 +639,6 @@ TEMPLATE_TEST_CASE("all_finite finds NaN and Inf at every position", "[network][
       }
     }
   }
-  bp::set_max_instruction_set(before);
 }
 
 TEST_CASE("AlignedMatrix starts a cache line and copies deeply", "[network]") {

@@ -790,12 +790,10 @@ TEST_CASE("training and inference flush subnormals; the caller's setting is rest
 TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the products, any stride",
                    "[training][sparse]", float, double) {
   using Matrix = Eigen::Matrix<TestType, Eigen::Dynamic, Eigen::Dynamic>;
-  const bp::InstructionSet before = bp::instruction_set();
-  const auto level =
-      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512);
-  if (level > bp::detected_instruction_set()) return;
-  bp::set_max_instruction_set(level);
-  INFO("instruction set " << bp::to_string(level));
+  const bptest::InstructionSetCap cap(
+      GENERATE(bp::InstructionSet::portable, bp::InstructionSet::avx2, bp::InstructionSet::avx512));
+  if (!cap.runs()) return;
+  INFO("instruction set " << cap.name());
   bp::Rng rng(11);
   // 80% zeros, as MNIST's pixels: the sparse first layer takes these batches. The
   // backing matrix has 7 extra rows, so a Map sees columns 57 apart.
@@ -859,5 +857,4 @@ TEMPLATE_TEST_CASE("update_mini_batch and gradient on sparse inputs equal the pr
         tol);
     CHECK(dense_w.cwiseAbs().maxCoeff() > 0);
   });
-  bp::set_max_instruction_set(before);
 }
