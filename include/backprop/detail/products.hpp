@@ -636,7 +636,8 @@ inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::In
 #endif
 
 /// The operands of one product C = alpha op(A) op(B) (+ C): column-major storage with
-/// unit inner stride; op(A) is m x k (A itself k x m when trans_a), op(B) k x n.
+/// unit inner stride; op(A) is m x k (A itself k x m when transposed), op(B) k x n.
+/// The transpositions are the template parameters of the functions that take it.
 template <class Scalar>
 struct ProductOperands {
   Scalar* c;
@@ -647,26 +648,24 @@ struct ProductOperands {
   Eigen::Index ldb;
   Eigen::Index m, n, k;
   Scalar alpha;
-  bool accumulate, trans_a, trans_b;
+  bool accumulate;
 };
 
 /// The operands of dst (+)= alpha op(a) op(b) for gemm_operand types.
-template <class Scalar, class Dst, class A, class B>
-ProductOperands<Scalar> product_operands(Dst& dst, const A& a, const B& b, bool trans_a,
-                                         bool trans_b, Scalar alpha, bool accumulate) {
+template <bool TransA, bool TransB, class Scalar, class Dst, class A, class B>
+ProductOperands<Scalar> product_operands(Dst& dst, const A& a, const B& b, Scalar alpha,
+                                         bool accumulate) {
   return {dst.data(),
           dst.outerStride(),
           a.data(),
           a.outerStride(),
           b.data(),
           b.outerStride(),
-          trans_a ? a.cols() : a.rows(),
-          trans_b ? b.rows() : b.cols(),
-          trans_a ? a.rows() : a.cols(),
+          TransA ? a.cols() : a.rows(),
+          TransB ? b.rows() : b.cols(),
+          TransA ? a.rows() : a.cols(),
           alpha,
-          accumulate,
-          trans_a,
-          trans_b};
+          accumulate};
 }
 
 #if BACKPROP_PERSISTENT_GEMM
@@ -676,6 +675,20 @@ using GemmBlocking =
     Eigen::internal::gemm_blocking_space<Eigen::ColMajor, Scalar, Scalar, Eigen::Dynamic,
                                          Eigen::Dynamic, Eigen::Dynamic, 1, false>;
 #endif
+
+/// Eigen maps of a ProductOperands' column-major storage, op(A) and op(B) read in
+/// place (a transposed operand as row-major).
+template <class Scalar, bool TransA, bool TransB>
+struct OperandMaps {
+  static constexpr int order_a = TransA ? Eigen::RowMajor : Eigen::ColMajor;
+  static constexpr int order_b = TransB ? Eigen::RowMajor : Eigen::ColMajor;
+  using Stride = Eigen::OuterStride<>;
+  using A =
+      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_a>, 0, Stride>;
+  using B =
+      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_b>, 0, Stride>;
+  using C = Eigen::Map<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>, 0, Stride>;
+};
 
 /// Eigen's product on raw operands: C (+)= alpha op(A) op(B), for the products
 /// backprop's kernels do not take (double, the portable level, the largest products of
@@ -692,13 +705,15 @@ using GemmBlocking =
 /// evaluates those coefficient by coefficient too); one column is Eigen's GEMV; the
 /// rest its GEMM, reading transposed operands in place as row-major. `blocking`, when
 /// given, holds the GEMM's packing buffers between calls (single-threaded); with more
-/// Eigen threads (OpenMP) the GEMM runs on them and packs per thread.
-template <class Scalar, bool TransA, bool TransB>
+/// Eigen threads (OpenMP) the GEMM runs on them and packs per thread. `OneColumn` (n is
+/// 1 by the destination's type: a layer's per-sample forward) leaves the GEMM out, so a
+/// program that only runs samples through a network does not compile it.
+template <class Scalar, bool TransA, bool TransB, bool OneColumn = false>
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
 void eigen_product(const ProductOperands<Scalar>& p, [[maybe_unused]] void* blocking) {
-  const Eigen::Index m = p.m, n = p.n, k = p.k;
+  const Eigen::Index m = p.m, n = OneColumn ? 1 : p.n, k = p.k;
   if (m <= 0 || n <= 0) return;
   if (!p.accumulate) {
     for (Eigen::Index j = 0; j < n; ++j) std::fill_n(p.c + j * p.ldc, m, Scalar(0));
@@ -717,17 +732,6 @@ void eigen_product(const ProductOperands<Scalar>& p, [[maybe_unused]] void* bloc
     }
     return;
   }
-  constexpr int order_a = TransA ? Eigen::RowMajor : Eigen::ColMajor;
-  constexpr int order_b = TransB ? Eigen::RowMajor : Eigen::ColMajor;
-  using Stride = Eigen::OuterStride<>;
-  using AMap =
-      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_a>, 0, Stride>;
-  using BMap =
-      Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, order_b>, 0, Stride>;
-  using CMap = Eigen::Map<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>, 0, Stride>;
-  const AMap a(p.a, m, k, Stride(p.lda));
-  const BMap b(p.b, k, n, Stride(p.ldb));
-  CMap c(p.c, m, n, Stride(p.ldc));
 #if BACKPROP_PERSISTENT_GEMM
   namespace ei = Eigen::internal;
   if (n == 1) {
@@ -756,19 +760,31 @@ void eigen_product(const ProductOperands<Scalar>& p, [[maybe_unused]] void* bloc
     }
     return;
   }
-  using Gemm = ei::general_matrix_matrix_product<Eigen::Index, Scalar, order_a, false, Scalar,
-                                                 order_b, false, Eigen::ColMajor, 1>;
-  if (blocking != nullptr && Eigen::nbThreads() == 1) {
-    Gemm::run(m, n, k, p.a, p.lda, p.b, p.ldb, p.c, 1, p.ldc, p.alpha,
-              *static_cast<GemmBlocking<Scalar>*>(blocking), nullptr);
-    return;
+  if constexpr (!OneColumn) {
+    using Maps = OperandMaps<Scalar, TransA, TransB>;
+    using Gemm =
+        ei::general_matrix_matrix_product<Eigen::Index, Scalar, Maps::order_a, false, Scalar,
+                                          Maps::order_b, false, Eigen::ColMajor, 1>;
+    if (blocking != nullptr && Eigen::nbThreads() == 1) {
+      Gemm::run(m, n, k, p.a, p.lda, p.b, p.ldb, p.c, 1, p.ldc, p.alpha,
+                *static_cast<GemmBlocking<Scalar>*>(blocking), nullptr);
+      return;
+    }
+    const typename Maps::A a(p.a, m, k, typename Maps::Stride(p.lda));
+    const typename Maps::B b(p.b, k, n, typename Maps::Stride(p.ldb));
+    typename Maps::C c(p.c, m, n, typename Maps::Stride(p.ldc));
+    GemmBlocking<Scalar> local(m, n, k, 1, true);
+    ei::parallelize_gemm<true>(
+        ei::gemm_functor<Scalar, Eigen::Index, Gemm, typename Maps::A, typename Maps::B,
+                         typename Maps::C, GemmBlocking<Scalar>>(a, b, c, p.alpha, local),
+        m, n, k, false);
   }
-  GemmBlocking<Scalar> local(m, n, k, 1, true);
-  ei::parallelize_gemm<true>(
-      ei::gemm_functor<Scalar, Eigen::Index, Gemm, AMap, BMap, CMap, GemmBlocking<Scalar>>(
-          a, b, c, p.alpha, local),
-      m, n, k, false);
 #else
+  using Maps = OperandMaps<Scalar, TransA, TransB>;
+  using Stride = typename Maps::Stride;
+  const typename Maps::A a(p.a, m, k, Stride(p.lda));
+  const typename Maps::B b(p.b, k, n, Stride(p.ldb));
+  typename Maps::C c(p.c, m, n, Stride(p.ldc));
   c.noalias() += p.alpha * (a * b);
 #endif
 }
@@ -792,8 +808,9 @@ void multiply(Dst& dst, const A& a, const B& b) {
       }
     }
 #endif
-    eigen_product<Scalar, false, false>(product_operands(dst, a, b, false, false, Scalar(1), false),
-                                        nullptr);
+    constexpr bool one_column = Dst::ColsAtCompileTime == 1 && B::ColsAtCompileTime == 1;
+    eigen_product<Scalar, false, false, one_column>(
+        product_operands<false, false>(dst, a, b, Scalar(1), false), nullptr);
   } else {
     dst.noalias() = a * b;
   }
@@ -875,7 +892,7 @@ class GemmWorkspace {
       }
 #endif
       eigen_product<Scalar, TransA, TransB>(
-          product_operands(dst, a, b, TransA, TransB, alpha, accumulate), blocking);
+          product_operands<TransA, TransB>(dst, a, b, alpha, accumulate), blocking);
     } else {
       auto op_a = [&]() -> decltype(auto) {
         if constexpr (TransA)
