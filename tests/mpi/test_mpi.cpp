@@ -133,7 +133,17 @@ using ConvNet = bp::BasicNetwork<Scalar, bp::Dense<kIn, 16, bp::Tanh>,
                                  bp::Conv2D<1, 4, 4, 3, 3, bp::Tanh, 1, 1>,
                                  bp::MaxPool2D<3, 4, 4, 2>, bp::Dense<12, kClasses, bp::Sigmoid>>;
 
-/// All parameters of a network, layer by layer (weights column-major, then biases).
+/// Batch normalization after a dense layer and after a convolution: the ranks sum the
+/// batch statistics.
+template <class Scalar>
+using BatchNormNet =
+    bp::BasicNetwork<Scalar, bp::Dense<kIn, 16, bp::Identity>, bp::BatchNorm<16, bp::Tanh>,
+                     bp::Conv2D<1, 4, 4, 2, 3, bp::Identity, 1, 1>,
+                     bp::BatchNorm2D<2, 4, 4, bp::ReLU>, bp::MaxPool2D<2, 4, 4, 2>,
+                     bp::Dense<8, kClasses, bp::Sigmoid>>;
+
+/// All parameters of a network, layer by layer (weights column-major, then biases, then
+/// a layer's state: BatchNorm's running statistics).
 template <class Net>
 std::vector<double> parameters(Net& net) {
   std::vector<double> out;
@@ -141,6 +151,9 @@ std::vector<double> parameters(Net& net) {
     const auto& p = net.template layer<i>();
     for (Eigen::Index k = 0; k < p.weights().size(); ++k) out.push_back(p.weights().data()[k]);
     for (Eigen::Index k = 0; k < p.biases().size(); ++k) out.push_back(p.biases().data()[k]);
+    if constexpr (requires { p.state(); }) {
+      for (Eigen::Index k = 0; k < p.state().size(); ++k) out.push_back(p.state()(k));
+    }
   });
   return out;
 }
@@ -481,6 +494,19 @@ void test_replicated(Checks& check, mpi::Communicator& comm) {
                                                       bp::PlainSgd{}, 1e-12);
   replicated_case<ConvNet<float>, bp::QuadraticCost>(
       check, comm, "float conv net Adam", with([](auto& o) { o.eta = 0.01; }), bp::Adam{}, 1e-5);
+  // BatchNorm: the statistics of the whole global batch on every rank. 66 samples in
+  // batches of 8: the last global batch has 2, one per rank of 2.
+  replicated_case<BatchNormNet<double>, bp::QuadraticCost>(
+      check, comm, "double BatchNorm + BatchNorm2D PlainSgd L2", with([](auto& o) {
+        o.lambda = 0.5;
+        o.eta = 0.5;
+      }),
+      bp::PlainSgd{}, 1e-10, 66);
+  // (Not Adam in float: the first layer's bias gradient is zero up to rounding, which
+  // Adam would scale up to steps of eta.)
+  replicated_case<BatchNormNet<float>, bp::QuadraticCost>(
+      check, comm, "float BatchNorm + BatchNorm2D Momentum", with([](auto& o) { o.eta = 0.5; }),
+      bp::Momentum{.mu = 0.9}, 1e-4, 66);
   {
     mpi::Communicator rb(MPI_COMM_WORLD, mpi::Reduction::reduce_broadcast);
     replicated_case<D, bp::QuadraticCost>(check, rb, "double Momentum, reduce_broadcast",

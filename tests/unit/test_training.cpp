@@ -362,6 +362,116 @@ TEST_CASE("data-parallel sgd on shards keeps the ranks identical and learns",
   CHECK(histories[0].epochs.back().evaluation_accuracy > 0.8);
 }
 
+namespace {
+using BnNet = bp::BasicNetwork<double, bp::Dense<6, 8, bp::Identity>, bp::BatchNorm<8, bp::Sigmoid>,
+                               bp::Dense<8, 3, bp::Sigmoid>>;
+// A 1 x 2 x 3 image: 2 maps of 1 x 2 (2 values per channel and sample), BatchNorm2D.
+using Bn2dNet = bp::BasicNetwork<double, bp::Conv2D<1, 2, 3, 2, 2, bp::Identity>,
+                                 bp::BatchNorm2D<2, 1, 2, bp::ReLU>, bp::Dense<4, 3, bp::Sigmoid>>;
+
+/// Largest relative difference of layer I's state (BatchNorm's running statistics).
+template <std::size_t I, class Net>
+double state_difference(const Net& a, const Net& b) {
+  return bptest::relative_difference(a.template layer<I>().state(), b.template layer<I>().state());
+}
+}  // namespace
+
+TEST_CASE("data-parallel sgd with BatchNorm equals one process", "[training][parallel]") {
+  // 202 samples in batches of 10: the last global batch has 2, so with 3 ranks rank 0
+  // has none in that step (it still takes part in the statistics' sums).
+  const auto train = blobs<double>(202, 21);
+  const auto eval = blobs<double>(40, 22);
+  const bp::SgdOptions options{
+      .epochs = 3, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+  auto check = [&](auto net_type, const auto& optimizer, int ranks, double eta, double tolerance) {
+    using Net = decltype(net_type);
+    auto o = options;
+    o.eta = eta;
+    Net single = bptest::perturbed<Net>(5, bp::Init::xavier, 0.3);
+    const auto expected = single.sgd(train, o, &eval, optimizer);
+    std::vector<Net> nets(static_cast<std::size_t>(ranks),
+                          bptest::perturbed<Net>(5, bp::Init::xavier, 0.3));
+    for (std::size_t k = 1; k < nets.size(); ++k) {
+      nets[k].template layer<1>().state().setConstant(7.0);  // rank 0's statistics win
+    }
+    std::vector<bp::TrainingHistory> histories(nets.size());
+    std::vector<int> calls(nets.size());
+    const auto errors = on_ranks(ranks, [&](int r, ThreadExchange& ex) {
+      const auto k = static_cast<std::size_t>(r);
+      histories[k] = nets[k].sgd(train, o, &eval, optimizer, ex);
+      calls[k] = ex.calls;
+    });
+    for (int r = 0; r < ranks; ++r) {
+      const auto k = static_cast<std::size_t>(r);
+      INFO("rank " << r << " of " << ranks << ", eta " << eta);
+      REQUIRE(errors[k].empty());
+      CHECK(bptest::max_parameter_difference(nets[k], single) <= tolerance);
+      CHECK(state_difference<1>(nets[k], single) <= tolerance);
+      CHECK(nets[k] == nets[0]);  // bit-identical across ranks, running statistics too
+      CHECK(histories[k].epochs.back().evaluation_correct ==
+            expected.epochs.back().evaluation_correct);
+      // 2 agreement sums, the parameters, the running statistics; per step the
+      // gradients and BatchNorm's 3 sums; one per epoch.
+      CHECK(calls[k] == 4 + 3 * (21 * 4 + 1));
+    }
+  };
+  check(BnNet{}, bp::PlainSgd{}, 2, 0.5, 1e-10);
+  check(BnNet{}, bp::PlainSgd{}, 3, 0.5, 1e-10);
+  // The first layer's bias gradient is zero up to rounding (the normalization removes
+  // any shift), and Adam scales that rounding up to steps of eta: a looser tolerance.
+  check(BnNet{}, bp::Adam{}, 2, 0.01, 1e-6);
+  check(Bn2dNet{}, bp::PlainSgd{}, 3, 0.5, 1e-10);
+  check(Bn2dNet{}, bp::Momentum{.mu = 0.9}, 2, 0.2, 1e-10);
+}
+
+TEST_CASE("data-parallel sgd with BatchNorm: shards, too-small batches, failing ranks",
+          "[training][parallel]") {
+  SECTION("uneven shards, one with steps of no samples: the ranks stay identical") {
+    const auto train = blobs<double>(155, 23);
+    std::vector<BnNet> nets{BnNet{3}, BnNet{4}};
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      const auto mine = r == 0 ? train.slice(0, 150) : train.slice(150, 5);  // 8 steps
+      nets[static_cast<std::size_t>(r)].sgd(
+          mine, {.epochs = 4, .mini_batch_size = 20, .eta = 0.5, .on_epoch = bp::quiet}, nullptr,
+          bp::PlainSgd{}, ex, bp::DataLayout::sharded);
+    });
+    REQUIRE(errors[0].empty());
+    REQUIRE(errors[1].empty());
+    CHECK(nets[0] == nets[1]);
+    CHECK_FALSE(nets[0].layer<1>().running_mean().isZero());  // the statistics moved
+  }
+  SECTION("a global mini-batch of one sample throws on every rank, as in one process") {
+    const auto train = blobs<double>(201, 24);  // the last batch of 10 has one sample
+    const bp::SgdOptions o{.epochs = 1, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+    BnNet single{1};
+    CHECK_THROWS_WITH(single.sgd(train, o), Contains("at least two values per channel"));
+    const auto errors = on_ranks(2, [&](int, ThreadExchange& ex) {
+      BnNet net{1};
+      net.sgd(train, o, nullptr, bp::PlainSgd{}, ex);
+    });
+    for (const auto& e : errors) {
+      CHECK_THAT(e, Contains("mini-batch 21: BatchNorm: a training pass needs at least two "
+                             "values per channel; the global mini-batch (over all processes) "
+                             "has 1"));
+    }
+  }
+  SECTION("a rank that failed before a step's statistics: the others do not wait for it") {
+    const auto train = blobs<double>(100, 25);
+    const auto errors = on_ranks(2, [&](int r, ThreadExchange& ex) {
+      Bn2dNet net{1};
+      bp::SgdOptions o{.epochs = 1, .mini_batch_size = 10, .eta = 0.5, .on_epoch = bp::quiet};
+      o.on_batch = [r](const bp::BatchProgress& p) {
+        if (r == 1 && p.samples_done >= 40) throw std::runtime_error("disk full");
+      };
+      net.sgd(train, o, nullptr, bp::PlainSgd{}, ex);
+    });
+    CHECK_THAT(errors[0],
+               Contains("rank 1 failed (reported at the exchange of epoch 1, mini-batch 5)"));
+    CHECK_THAT(errors[1],
+               Contains("rank 1 failed in on_batch after epoch 1, mini-batch 4: disk full"));
+  }
+}
+
 TEST_CASE("sgd's sparse first layer equals the dense one", "[training][sparse]") {
   // Inputs that are 80% zeros (one all-zero sample too), like MNIST's pixels.
   bp::Dataset<double> train = blobs<double>(157, 11);

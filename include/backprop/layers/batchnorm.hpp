@@ -21,15 +21,24 @@
 ///
 /// Every training pass (`gradient`, `update_mini_batch`, `sgd`) normalizes with the
 /// batch's statistics; `feedforward`, `evaluate` and the costs use the running ones. So
-/// `backprop(x, y)` of one sample is not the per-sample share of a batch's gradient, and
-/// data-parallel training, whose ranks see parts of each mini-batch, does not accept
-/// BatchNorm layers.
+/// `backprop(x, y)` of one sample is not the per-sample share of a batch's gradient.
+///
+/// Data-parallel training (as PyTorch's SyncBatchNorm): every process sees part of each
+/// global mini-batch, so the layer sums its statistics over the processes. Forward: the
+/// per-channel sums and the count, then (with the global mean) the sums of squared
+/// deviations; backward: sum(delta) and sum(delta xhat), which dx needs. The parameter
+/// gradients it reports stay the process's own (the trainer sums them with the rest),
+/// and the running statistics move by the global mean and variance, the same on every
+/// process. So 2 or more processes train as one process would, up to the rounding of the
+/// sums (which run in double).
 #pragma once
 
 #include <Eigen/Core>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <ratio>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -40,6 +49,7 @@
 #include "../errors.hpp"
 #include "../init/initializers.hpp"
 #include "../init/random.hpp"
+#include "../training/exchange.hpp"
 #include "activated.hpp"
 
 namespace backprop {
@@ -115,8 +125,15 @@ class BatchNormLayer
   /// The running statistics' momentum, `Momentum` as a double.
   static constexpr double momentum = double(Momentum::num) / double(Momentum::den);
   /// The batch statistics are used in training passes (testing::check_gradients then
-  /// checks the training pass; data-parallel training refuses the layer).
+  /// checks the training pass; data-parallel training synchronizes them).
   static constexpr bool batch_statistics = true;
+  /// The lengths of the sums a data-parallel training pass exchanges (`Workspace::sync`):
+  /// forward, the C sums and the count, then the C sums of squared deviations;
+  /// backward, sum(delta) and sum(delta xhat) per channel.
+  ///@{
+  static constexpr std::array<int, 2> forward_sync_sizes{C + 1, C};
+  static constexpr std::array<int, 1> backward_sync_sizes{2 * C};
+  ///@}
   /// The name of the layer's record in the model files.
   static constexpr std::string_view model_name =
       detail::BatchNormName<C, H, W, Act, Eps, Momentum>::storage.view();
@@ -198,7 +215,12 @@ class BatchNormLayer
     ///@{
     Vector mean, var, inv_std;
     ///@}
+    /// The number of values per channel the statistics came from (over all processes).
+    Scalar count = 0;
     bool trained = false;  ///< a training pass ran: backward updates the running statistics
+    /// Set by data-parallel training (more than one process): the statistics' sums over
+    /// the processes. Null otherwise.
+    const detail::BatchStatisticsSync* sync = nullptr;
   };
 
   /// \throws ShapeError if a channel has fewer than two values in the batch
@@ -206,29 +228,31 @@ class BatchNormLayer
   void forward(const X& x, Workspace& ws, Rng* /*masks*/) const {
     const Eigen::Ref<const Matrix> xr(x);
     const Eigen::Index m = xr.cols();
-    const Eigen::Index n = m * positions;
-    if (n < 2) {
-      throw ShapeError(
-          "BatchNorm: a training pass needs at least two values per channel; a batch of " +
-          std::to_string(m) + " sample" + (m == 1 ? "" : "s") + " has " + std::to_string(n) +
-          " (train BatchNorm networks on mini-batches, not one sample at a time)");
-    }
     ws.xhat.resize(inputs, m);
     ws.z.resize(inputs, m);
     ws.mean.resize(C);
     ws.var.resize(C);
     ws.inv_std.resize(C);
+    if (ws.sync != nullptr) {
+      global_statistics(xr, ws);
+    } else {
+      const Eigen::Index n = m * positions;
+      check_count(static_cast<double>(n), m, false);
+      ws.count = Scalar(n);
+      for (int c = 0; c < C; ++c) {
+        const auto block = xr.middleRows(Eigen::Index{c} * positions, positions);
+        ws.mean(c) = block.sum() / Scalar(n);
+        ws.var(c) = (block.array() - ws.mean(c)).square().sum() / Scalar(n);
+      }
+    }
     for (int c = 0; c < C; ++c) {
       const auto block = xr.middleRows(Eigen::Index{c} * positions, positions);
-      const Scalar mu = block.sum() / Scalar(n);
-      const Scalar var = (block.array() - mu).square().sum() / Scalar(n);
-      const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(epsilon));
+      const Scalar mu = ws.mean(c);
+      const Scalar inv = Scalar(1) / std::sqrt(ws.var(c) + Scalar(epsilon));
       auto xh = ws.xhat.middleRows(Eigen::Index{c} * positions, positions);
       xh = ((block.array() - mu) * inv).matrix();
       ws.z.middleRows(Eigen::Index{c} * positions, positions) =
           (xh.array() * m_gamma(c, 0) + m_beta(c)).matrix();
-      ws.mean(c) = mu;
-      ws.var(c) = var;
       ws.inv_std(c) = inv;
     }
     ws.a.resize(inputs, m);
@@ -244,7 +268,7 @@ class BatchNormLayer
   void backward_delta(const X& /*x*/, Workspace& ws, Matrix* dx, Sink& sink) {
     const Matrix& delta = ws.delta;
     const Eigen::Index m = delta.cols();
-    const auto n = static_cast<Scalar>(m * positions);
+    const Scalar n = ws.count;
     Vector dgamma(C), dbeta(C);
     for (int c = 0; c < C; ++c) {
       const auto d = delta.middleRows(Eigen::Index{c} * positions, positions);
@@ -252,13 +276,32 @@ class BatchNormLayer
       dbeta(c) = d.sum();
       dgamma(c) = d.cwiseProduct(xh).sum();
     }
+    // dx needs the sums over the whole (global) mini-batch; the parameters' gradients
+    // stay this process's own.
+    Vector global_dgamma, global_dbeta;
+    if (ws.sync != nullptr) {
+      std::array<double, 2 * C> sums;
+      for (int c = 0; c < C; ++c) {
+        sums[static_cast<std::size_t>(c)] = static_cast<double>(dbeta(c));
+        sums[static_cast<std::size_t>(C + c)] = static_cast<double>(dgamma(c));
+      }
+      ws.sync->sum(std::span<double>(sums));
+      global_dbeta.resize(C);
+      global_dgamma.resize(C);
+      for (int c = 0; c < C; ++c) {
+        global_dbeta(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(c)]);
+        global_dgamma(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(C + c)]);
+      }
+    }
+    const Vector& sum_dbeta = ws.sync != nullptr ? global_dbeta : dbeta;
+    const Vector& sum_dgamma = ws.sync != nullptr ? global_dgamma : dgamma;
     if (dx != nullptr) {
       dx->resize(inputs, m);
       for (int c = 0; c < C; ++c) {
         const auto rows = Eigen::seqN(Eigen::Index{c} * positions, positions);
         const Scalar k = m_gamma(c, 0) * ws.inv_std(c) / n;
-        (*dx)(rows, Eigen::all) = (k * (n * delta(rows, Eigen::all).array() - dbeta(c) -
-                                        ws.xhat(rows, Eigen::all).array() * dgamma(c)))
+        (*dx)(rows, Eigen::all) = (k * (n * delta(rows, Eigen::all).array() - sum_dbeta(c) -
+                                        ws.xhat(rows, Eigen::all).array() * sum_dgamma(c)))
                                       .matrix();
       }
     }
@@ -282,6 +325,48 @@ class BatchNormLayer
   }
 
  private:
+  /// \throws ShapeError unless n >= 2 (the values per channel of a batch of m samples
+  /// on this process, or of the global mini-batch over all processes).
+  static void check_count(double n, Eigen::Index m, bool global) {
+    if (n >= 2) return;
+    const std::string batch =
+        global ? std::string("the global mini-batch (over all processes)")
+               : "a batch of " + std::to_string(m) + " sample" + (m == 1 ? "" : "s");
+    throw ShapeError("BatchNorm: a training pass needs at least two values per channel; " + batch +
+                     " has " + std::to_string(static_cast<long long>(n)) +
+                     " (train BatchNorm networks on mini-batches, not one sample at a time)");
+  }
+
+  /// ws.mean, ws.var and ws.count over the processes of a data-parallel step: the
+  /// per-channel sums and the count, then the squared deviations from the global mean.
+  template <class X>
+  void global_statistics(const X& xr, Workspace& ws) const {
+    const Eigen::Index m = xr.cols();
+    std::array<double, C + 1> sums;
+    for (int c = 0; c < C; ++c) {
+      sums[static_cast<std::size_t>(c)] = static_cast<double>(
+          xr.middleRows(Eigen::Index{c} * positions, positions).template cast<double>().sum());
+    }
+    sums[C] = static_cast<double>(m * positions);
+    ws.sync->sum(std::span<double>(sums));
+    const double n = sums[C];
+    check_count(n, m, true);
+    std::array<double, C> squares;
+    for (int c = 0; c < C; ++c) {
+      const double mu = sums[static_cast<std::size_t>(c)] / n;
+      squares[static_cast<std::size_t>(c)] =
+          (xr.middleRows(Eigen::Index{c} * positions, positions).template cast<double>().array() -
+           mu)
+              .square()
+              .sum();
+      ws.mean(c) = static_cast<Scalar>(mu);
+    }
+    ws.sync->sum(std::span<double>(squares));
+    for (int c = 0; c < C; ++c)
+      ws.var(c) = static_cast<Scalar>(squares[static_cast<std::size_t>(c)] / n);
+    ws.count = static_cast<Scalar>(n);
+  }
+
   Matrix m_gamma;
   Vector m_beta;
   Vector m_state;

@@ -21,6 +21,10 @@
 ///   process, and makes one `exchange.sum` call; every process then applies the same
 ///   update (optimizer, L2/L1 with n_total).
 /// - Dropout masks come from a generator of each process's own.
+/// - Batch-statistics layers (BatchNorm, BatchNorm2D) normalize with the statistics of
+///   the whole global mini-batch: with more than one process, each sums its statistics
+///   over them in its training pass (StepStatistics; batchnorm.hpp), and the start also
+///   copies process 0's layer state (the running statistics).
 /// - The epoch's evaluation (accuracy, costs) is summed over the processes:
 ///   `evaluation_data` is split like the training data (replicated) or is each
 ///   process's own part (sharded); the reports hold the global totals, on every
@@ -39,6 +43,7 @@
 #include <exception>
 #include <numeric>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -49,12 +54,72 @@
 
 namespace backprop::detail {
 
+/// A layer whose training pass exchanges its batch statistics (BatchNorm): it names the
+/// lengths of its sums and takes a BatchStatisticsSync in its workspace.
+template <class L>
+concept SynchronizedStatistics = requires(typename L::Workspace& ws,
+                                          const BatchStatisticsSync* sync) {
+  L::forward_sync_sizes.size();
+  L::backward_sync_sizes.size();
+  ws.sync = sync;
+};
+
+/// The exchanges of the batch-statistics layers in one data-parallel step, which every
+/// process makes in the same order: the layers' forward sums (first layer first), then
+/// their backward sums (last layer first). Each carries a flag that says a process has
+/// failed; a process that has no samples in the step, or has failed, makes the step's
+/// remaining exchanges with zeros (`finish`), so that none waits for it.
+template <class Ex>
+class StepStatistics {
+ public:
+  /// Thrown inside a training pass when another process has failed in this step.
+  struct RemoteFailure {};
+
+  StepStatistics(Ex& ex, std::vector<int> sizes) : m_ex(&ex), m_sizes(std::move(sizes)) {}
+  StepStatistics(const StepStatistics&) = delete;
+  StepStatistics& operator=(const StepStatistics&) = delete;
+
+  /// The BatchStatisticsSync that the layers call.
+  [[nodiscard]] const BatchStatisticsSync* sync() const noexcept { return &m_sync; }
+  /// Starts a step.
+  void begin() noexcept { m_next = 0; }
+  /// Makes the step's remaining exchanges with zeros (`failed`: this process failed).
+  void finish(bool failed) {
+    while (m_next < m_sizes.size()) {
+      m_buffer.assign(static_cast<std::size_t>(m_sizes[m_next]) + 1, 0.0);
+      m_buffer.back() = failed ? 1.0 : 0.0;
+      exchange();
+    }
+  }
+
+ private:
+  static void call(void* self, std::span<double> values) {
+    static_cast<StepStatistics*>(self)->sum(values);
+  }
+  void sum(std::span<double> values) {
+    if (m_next >= m_sizes.size() || values.size() != static_cast<std::size_t>(m_sizes[m_next])) {
+      throw std::logic_error("backprop: a batch-statistics layer's exchange is out of order");
+    }
+    m_buffer.assign(values.begin(), values.end());
+    m_buffer.push_back(0.0);
+    exchange();
+    if (m_buffer.back() != 0.0) throw RemoteFailure{};
+    std::copy(m_buffer.begin(), m_buffer.end() - 1, values.begin());
+  }
+  void exchange() {
+    m_ex->sum(std::span<double>(m_buffer));
+    ++m_next;
+  }
+
+  Ex* m_ex;
+  std::vector<int> m_sizes;
+  std::size_t m_next = 0;
+  std::vector<double> m_buffer;
+  BatchStatisticsSync m_sync{this, &StepStatistics::call};
+};
+
 template <class Net>
 struct DataParallel : Trainer<Net> {
-  static_assert(!has_batch_statistics<Net>,
-                "backprop: data-parallel training does not support BatchNorm layers yet: each "
-                "rank would normalize with the statistics of its part of the mini-batch, not "
-                "the whole one's");
   using Base = Trainer<Net>;
   using Base::diverged;
   using Base::guard_interval;
@@ -69,6 +134,69 @@ struct DataParallel : Trainer<Net> {
   template <std::size_t I>
   using LayerAt = typename Base::template LayerAt<I>;
   using EpochControl = typename Base::EpochControl;
+
+  /// True if layer I normalizes with batch statistics (BatchNorm).
+  template <std::size_t I>
+  static constexpr bool batch_statistics = requires {
+    LayerAt<I>::batch_statistics;
+  };
+
+  /// True if layer I has a state (`state_rows`, `state()`: BatchNorm's running statistics).
+  /// (A variable template: clang 14 misjudges the requires-expression inside the generic
+  /// lambdas that use it.)
+  template <std::size_t I>
+  static constexpr bool has_state = requires {
+    LayerAt<I>::state_rows;
+  };
+
+  /// The lengths of the batch-statistics exchanges of one step, in their order.
+  static std::vector<int> statistics_sizes() {
+    std::vector<int> sizes;
+    for_each_index<num_layers>([&](auto i) {
+      if constexpr (batch_statistics<i>) {
+        static_assert(SynchronizedStatistics<LayerAt<i>>,
+                      "backprop: data-parallel training needs a batch-statistics layer to "
+                      "exchange its sums (forward_sync_sizes, backward_sync_sizes and "
+                      "Workspace::sync, as BatchNorm's); this layer has none");
+        for (int k : LayerAt<i>::forward_sync_sizes) sizes.push_back(k);
+      }
+    });
+    for_each_index<num_layers>([&](auto j) {
+      constexpr std::size_t i = num_layers - 1 - decltype(j)::value;
+      if constexpr (batch_statistics<i>) {
+        for (int k : LayerAt<i>::backward_sync_sizes) sizes.push_back(k);
+      }
+    });
+    return sizes;
+  }
+
+  /// Points the batch-statistics layers' workspaces at `sync` (null: detaches them) .
+  static void attach_statistics(Net& net, const BatchStatisticsSync* sync) noexcept {
+    for_each_index<num_layers>([&](auto i) {
+      if constexpr (batch_statistics<i>) std::get<i>(net.m_work).sync = sync;
+    });
+  }
+
+  /// A step in which this process has no samples: its batch-statistics layers still
+  /// make their exchanges (adding nothing) and move their running statistics as the
+  /// other processes' do.
+  static void statistics_without_samples(Net& net) {
+    for_each_index<num_layers>([&](auto i) {
+      if constexpr (batch_statistics<i>) {
+        net.template layer<i>().forward(Matrix(LayerAt<i>::inputs, 0), std::get<i>(net.m_work),
+                                        nullptr);
+      }
+    });
+    for_each_index<num_layers>([&](auto j) {
+      constexpr std::size_t i = num_layers - 1 - decltype(j)::value;
+      if constexpr (batch_statistics<i>) {
+        auto ignore = [](auto, auto&, auto&&) {};
+        Matrix none(LayerAt<i>::outputs, 0);
+        net.template layer<i>().backward(Matrix(LayerAt<i>::inputs, 0), std::get<i>(net.m_work),
+                                         none, nullptr, ignore);
+      }
+    });
+  }
 
   /// Offset of layer I's parameters (weights column-major, then biases) in a flat
   /// buffer of all parameters.
@@ -246,6 +374,33 @@ struct DataParallel : Trainer<Net> {
       p.biases() =
           Eigen::Map<const Matrix>(in + p.weights().size(), p.biases().rows(), p.biases().cols());
     });
+    // And process 0's layer state (BatchNorm's running statistics), if any.
+    Eigen::Index state_size = 0;
+    for_each_index<num_layers>([&](auto i) {
+      if constexpr (has_state<i>) state_size += LayerAt<i>::state_rows;
+    });
+    if (state_size > 0) {
+      std::vector<double> state(static_cast<std::size_t>(state_size), 0.0);
+      Eigen::Index at = 0;
+      for_each_index<num_layers>([&](auto i) {
+        if constexpr (has_state<i>) {
+          auto& p = net.template layer<i>();
+          for (Eigen::Index k = 0; k < LayerAt<i>::state_rows; ++k, ++at) {
+            if (r == 0) state[static_cast<std::size_t>(at)] = static_cast<double>(p.state()(k));
+          }
+        }
+      });
+      ex.sum(std::span<double>(state));
+      at = 0;
+      for_each_index<num_layers>([&](auto i) {
+        if constexpr (has_state<i>) {
+          auto& p = net.template layer<i>();
+          for (Eigen::Index k = 0; k < LayerAt<i>::state_rows; ++k, ++at) {
+            p.state()(k) = static_cast<Scalar>(state[static_cast<std::size_t>(at)]);
+          }
+        }
+      });
+    }
     return n_total;
   }
 
@@ -345,6 +500,14 @@ struct DataParallel : Trainer<Net> {
     const Regularisation reg{options.lambda, options.lambda1, static_cast<double>(n_total)};
     std::exception_ptr pending;  // a local failure, reported at the next exchange
     std::string pending_where;   // where it happened
+    // BatchNorm layers sum their statistics over the processes (with more than one).
+    const std::vector<int> statistics = P > 1 ? statistics_sizes() : std::vector<int>{};
+    StepStatistics<Ex> step_statistics(ex, statistics);
+    struct Detach {
+      Net& net;
+      ~Detach() { attach_statistics(net, nullptr); }
+    } detach{net};
+    if (!statistics.empty()) attach_statistics(net, step_statistics.sync());
     const bool guard = options.on_divergence == SgdOptions::OnDivergence::restore_and_throw;
     using Clock = std::chrono::steady_clock;
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -366,6 +529,7 @@ struct DataParallel : Trainer<Net> {
           count = k + global * (r + 1) / P - first;
         }
         std::fill(buffer.begin(), buffer.end(), Scalar(0));
+        step_statistics.begin();
         if (!pending) {
           try {
             if (count > 0) {
@@ -378,8 +542,13 @@ struct DataParallel : Trainer<Net> {
               }
               gradient_sums_into<Cost>(net, xb, yb, &masks, buffer.data());
               if (options.on_batch) running += net.template output_cost<Cost>(yb, net.m_work);
+            } else if (!statistics.empty()) {
+              statistics_without_samples(net);
             }
             buffer[static_cast<std::size_t>(np)] = static_cast<Scalar>(count);
+          } catch (const typename StepStatistics<Ex>::RemoteFailure&) {
+            // Another process failed: its flag in the step's sum below says which.
+            std::fill(buffer.begin(), buffer.end(), Scalar(0));
           } catch (...) {
             pending = std::current_exception();
             pending_where =
@@ -387,6 +556,7 @@ struct DataParallel : Trainer<Net> {
             std::fill(buffer.begin(), buffer.end(), Scalar(0));
           }
         }
+        step_statistics.finish(pending != nullptr);
         if (pending) buffer[static_cast<std::size_t>(np + 1 + r)] = Scalar(1);
         ex.sum(std::span<Scalar>(buffer));
         raise_if_failed(buffer.data() + np + 1, P, pending, pending_where,

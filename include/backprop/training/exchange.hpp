@@ -53,4 +53,27 @@ enum class DataLayout {
   sharded,
 };
 
+namespace detail {
+
+/// The sums a batch-statistics layer (BatchNorm) exchanges in a data-parallel training
+/// pass, so that it normalizes with the statistics of the whole global mini-batch, as
+/// one process would. Data-parallel `sgd` installs one in the layer's workspace (with
+/// more than one process); `sum` adds `values` up over the processes, in place. Every
+/// process makes the same calls in the same order (the trainer makes a process without
+/// samples in a step, or one that failed, add zeros in its place).
+class BatchStatisticsSync {
+ public:
+  using Function = void (*)(void* context, std::span<double> values);
+  BatchStatisticsSync(void* context, Function function) noexcept
+      : m_context(context), m_function(function) {}
+  /// \brief Sums `values` over the processes; throws if another process has failed.
+  void sum(std::span<double> values) const { m_function(m_context, values); }
+
+ private:
+  void* m_context;
+  Function m_function;
+};
+
+}  // namespace detail
+
 }  // namespace backprop
