@@ -104,6 +104,33 @@ void train_workload(const bench::Workload& w, const bench::Options& o,
     return timer.stop();
   });
   report.add(c);
+
+  // The user's loop as sgd runs it: a shuffled order (the generator's time included),
+  // each batch's columns copied into reused matrices, then update_mini_batch.
+  bench::Record g{w.id, "train_gathered", n, bench::training_flops(w),
+                  "shuffle, copy each batch's columns, update_mini_batch(Xb, Yb, ...)"};
+  std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
+  Eigen::MatrixXf xb, yb;
+  bench::repeat(g, o.runs, [&] {
+    set_parameters(*net, init);
+    bench::Timer timer;
+    std::iota(order.begin(), order.end(), Eigen::Index{0});
+    bp::Rng rng(7);
+    rng.shuffle(order.begin(), order.end());
+    for (Eigen::Index k = 0; k < n; k += w.batch) {
+      const Eigen::Index m = std::min<Eigen::Index>(w.batch, n - k);
+      xb.resize(ds.inputs.rows(), m);
+      yb.resize(ds.targets.rows(), m);
+      for (Eigen::Index j = 0; j < m; ++j) {
+        const Eigen::Index src = order[static_cast<std::size_t>(k + j)];
+        xb.col(j) = ds.inputs.col(src);
+        yb.col(j) = ds.targets.col(src);
+      }
+      net->template update_mini_batch<Cost>(xb, yb, w.eta);
+    }
+    return timer.stop();
+  });
+  report.add(g);
 }
 
 /// Trains `n` samples in order from the shared weights; the cost on the first 1000 is

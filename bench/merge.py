@@ -254,6 +254,10 @@ def main():
                         f"### {t} thread{plural}: backprop net.sgd() vs update_mini_batch on "
                         "contiguous columns (no shuffle, no gather)\n",
                         "| workload | sgd() | update_mini_batch loop | ratio |")
+        kind_pair_table(t, ("W1", "W2", "W3", "W4", "W7"), "train_gathered",
+                        f"### {t} thread{plural}: backprop net.sgd() vs a user's loop that "
+                        "shuffles, copies each batch's columns and calls update_mini_batch\n",
+                        "| workload | sgd() | update_mini_batch loop | ratio |")
 
     limited = sorted({(k[1], k[2], k[3], rec["samples"]) for k, rec in idx.items()
                       if rec["kind"] in ("train", "backprop") and rec["samples"] < args.full_samples})
