@@ -30,6 +30,12 @@ namespace backprop::detail {
 /// 11% (W1) and 24% (W2) slower than the GEMM kernel.
 inline constexpr Eigen::Index small_product_size = 20;
 
+/// Products with fewer multiply-adds than this run on one thread even with more Eigen
+/// threads: a parallel region costs tens of microseconds on a busy machine, about what
+/// such a product takes on one core (the chapter-6 CNN's batch-10 and batch-1 products,
+/// 0.3M-3M multiply-adds, ran its epoch 1.4-1.8x slower on two threads than on one).
+inline constexpr Eigen::Index parallel_product_work = Eigen::Index{1} << 22;
+
 /// True for plain column-major storage with unit inner stride (a Matrix, a Map, a
 /// block of whole columns): what the GEMM kernel can read directly.
 template <class T>
@@ -622,7 +628,7 @@ inline void kernel_product(float* c, Eigen::Index ldc, const float* a, Eigen::In
 #if defined(_OPENMP)
   // On Eigen's threads, as its own GEMM would be: ranges of whole 8-column groups.
   const int threads = static_cast<int>(std::min<Eigen::Index>(Eigen::nbThreads(), (n + 7) / 8));
-  if (threads > 1 && omp_in_parallel() == 0 && m * n * k >= 1048576) {
+  if (threads > 1 && omp_in_parallel() == 0 && m * n * k >= parallel_product_work) {
     const Eigen::Index groups = (n + 7) / 8;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int t = 0; t < threads; ++t) {
@@ -765,9 +771,15 @@ void eigen_product(const ProductOperands<Scalar>& p, [[maybe_unused]] void* bloc
     using Gemm =
         ei::general_matrix_matrix_product<Eigen::Index, Scalar, Maps::order_a, false, Scalar,
                                           Maps::order_b, false, Eigen::ColMajor, 1>;
-    if (blocking != nullptr && Eigen::nbThreads() == 1) {
+    const bool one_thread = Eigen::nbThreads() == 1 || m * n * k < parallel_product_work;
+    if (blocking != nullptr && one_thread) {
       Gemm::run(m, n, k, p.a, p.lda, p.b, p.ldb, p.c, 1, p.ldc, p.alpha,
                 *static_cast<GemmBlocking<Scalar>*>(blocking), nullptr);
+      return;
+    }
+    if (one_thread) {
+      GemmBlocking<Scalar> local(m, n, k, 1, true);
+      Gemm::run(m, n, k, p.a, p.lda, p.b, p.ldb, p.c, 1, p.ldc, p.alpha, local, nullptr);
       return;
     }
     const typename Maps::A a(p.a, m, k, typename Maps::Stride(p.lda));
@@ -879,7 +891,8 @@ class GemmWorkspace {
 #endif
       void* blocking = nullptr;
 #if BACKPROP_PERSISTENT_GEMM
-      if (Eigen::nbThreads() == 1 && m + n + k >= small_product_size && m > 0 && n > 0 && k > 0) {
+      if ((Eigen::nbThreads() == 1 || m * n * k < parallel_product_work) &&
+          m + n + k >= small_product_size && m > 0 && n > 0 && k > 0) {
         if (!m_blocking || m != m_m || n != m_n || k != m_k) {
           m_blocking.reset();  // (before allocating the next one)
           m_blocking = std::make_unique<GemmBlocking<Scalar>>(m, n, k, 1, true);
