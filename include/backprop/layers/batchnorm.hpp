@@ -246,14 +246,15 @@ class BatchNormLayer
       }
     }
     for (int c = 0; c < C; ++c) {
-      const auto block = xr.middleRows(Eigen::Index{c} * positions, positions);
       const Scalar mu = ws.mean(c);
       const Scalar inv = Scalar(1) / std::sqrt(ws.var(c) + Scalar(epsilon));
+      ws.inv_std(c) = inv;
+      if (m == 0) continue;  // a data-parallel step without samples here (no storage)
+      const auto block = xr.middleRows(Eigen::Index{c} * positions, positions);
       auto xh = ws.xhat.middleRows(Eigen::Index{c} * positions, positions);
       xh = ((block.array() - mu) * inv).matrix();
       ws.z.middleRows(Eigen::Index{c} * positions, positions) =
           (xh.array() * m_gamma(c, 0) + m_beta(c)).matrix();
-      ws.inv_std(c) = inv;
     }
     ws.a.resize(inputs, m);
     detail::activation_forward<Act>(ws.z, ws.a);
@@ -269,8 +270,8 @@ class BatchNormLayer
     const Matrix& delta = ws.delta;
     const Eigen::Index m = delta.cols();
     const Scalar n = ws.count;
-    Vector dgamma(C), dbeta(C);
-    for (int c = 0; c < C; ++c) {
+    Vector dgamma = Vector::Zero(C), dbeta = Vector::Zero(C);
+    for (int c = 0; c < C && m > 0; ++c) {
       const auto d = delta.middleRows(Eigen::Index{c} * positions, positions);
       const auto xh = ws.xhat.middleRows(Eigen::Index{c} * positions, positions);
       dbeta(c) = d.sum();
@@ -297,7 +298,7 @@ class BatchNormLayer
     const Vector& sum_dgamma = ws.sync != nullptr ? global_dgamma : dgamma;
     if (dx != nullptr) {
       dx->resize(inputs, m);
-      for (int c = 0; c < C; ++c) {
+      for (int c = 0; c < C && m > 0; ++c) {
         const auto rows = Eigen::seqN(Eigen::Index{c} * positions, positions);
         const Scalar k = m_gamma(c, 0) * ws.inv_std(c) / n;
         (*dx)(rows, Eigen::all) = (k * (n * delta(rows, Eigen::all).array() - sum_dbeta(c) -
@@ -344,8 +345,11 @@ class BatchNormLayer
     const Eigen::Index m = xr.cols();
     std::array<double, C + 1> sums;
     for (int c = 0; c < C; ++c) {
-      sums[static_cast<std::size_t>(c)] = static_cast<double>(
-          xr.middleRows(Eigen::Index{c} * positions, positions).template cast<double>().sum());
+      sums[static_cast<std::size_t>(c)] =
+          m == 0 ? 0.0
+                 : static_cast<double>(xr.middleRows(Eigen::Index{c} * positions, positions)
+                                           .template cast<double>()
+                                           .sum());
     }
     sums[C] = static_cast<double>(m * positions);
     ws.sync->sum(std::span<double>(sums));
@@ -355,10 +359,13 @@ class BatchNormLayer
     for (int c = 0; c < C; ++c) {
       const double mu = sums[static_cast<std::size_t>(c)] / n;
       squares[static_cast<std::size_t>(c)] =
-          (xr.middleRows(Eigen::Index{c} * positions, positions).template cast<double>().array() -
-           mu)
-              .square()
-              .sum();
+          m == 0 ? 0.0
+                 : (xr.middleRows(Eigen::Index{c} * positions, positions)
+                        .template cast<double>()
+                        .array() -
+                    mu)
+                       .square()
+                       .sum();
       ws.mean(c) = static_cast<Scalar>(mu);
     }
     ws.sync->sum(std::span<double>(squares));
