@@ -231,6 +231,29 @@ bp::Dataset<Scalar> blobs(Eigen::Index n, std::uint64_t seed) {
   return d;
 }
 using DpNet = bp::BasicNetwork<double, bp::Dense<6, 8, bp::Sigmoid>, bp::Dense<8, 3, bp::Sigmoid>>;
+
+/// What each rank of a data-parallel `sgd` over `ThreadExchange` returned.
+struct RankRuns {
+  std::vector<std::string> errors;
+  std::vector<bp::TrainingHistory> histories;
+  std::vector<int> calls;  // exchanges each rank made
+};
+
+/// Trains nets[r] as rank r of nets.size() ranks, each on its own thread.
+template <class Net, class Optimizer>
+RankRuns sgd_on_ranks(std::vector<Net>& nets, const bp::Dataset<double>& train,
+                      const bp::SgdOptions& options, const bp::Dataset<double>* eval,
+                      const Optimizer& optimizer) {
+  RankRuns runs;
+  runs.histories.resize(nets.size());
+  runs.calls.resize(nets.size());
+  runs.errors = on_ranks(static_cast<int>(nets.size()), [&](int r, ThreadExchange& ex) {
+    const auto k = static_cast<std::size_t>(r);
+    runs.histories[k] = nets[k].sgd(train, options, eval, optimizer, ex);
+    runs.calls[k] = ex.calls;
+  });
+  return runs;
+}
 }  // namespace
 
 TEST_CASE("data-parallel sgd on 2 and 3 ranks equals one process", "[training][parallel]") {
@@ -244,13 +267,8 @@ TEST_CASE("data-parallel sgd on 2 and 3 ranks equals one process", "[training][p
     DpNet single{5};
     const auto expected = single.sgd(train, options_eta, &eval, optimizer);
     std::vector<DpNet> nets(static_cast<std::size_t>(ranks), DpNet{5});
-    std::vector<bp::TrainingHistory> histories(nets.size());
-    std::vector<int> calls(nets.size());
-    const auto errors = on_ranks(ranks, [&](int r, ThreadExchange& ex) {
-      const auto k = static_cast<std::size_t>(r);
-      histories[k] = nets[k].sgd(train, options_eta, &eval, optimizer, ex);
-      calls[k] = ex.calls;
-    });
+    const auto [errors, histories, calls] =
+        sgd_on_ranks(nets, train, options_eta, &eval, optimizer);
     for (int r = 0; r < ranks; ++r) {
       const auto k = static_cast<std::size_t>(r);
       INFO("rank " << r << " of " << ranks);
@@ -394,13 +412,7 @@ TEST_CASE("data-parallel sgd with BatchNorm equals one process", "[training][par
     for (std::size_t k = 1; k < nets.size(); ++k) {
       nets[k].template layer<1>().state().setConstant(7.0);  // rank 0's statistics win
     }
-    std::vector<bp::TrainingHistory> histories(nets.size());
-    std::vector<int> calls(nets.size());
-    const auto errors = on_ranks(ranks, [&](int r, ThreadExchange& ex) {
-      const auto k = static_cast<std::size_t>(r);
-      histories[k] = nets[k].sgd(train, o, &eval, optimizer, ex);
-      calls[k] = ex.calls;
-    });
+    const auto [errors, histories, calls] = sgd_on_ranks(nets, train, o, &eval, optimizer);
     for (int r = 0; r < ranks; ++r) {
       const auto k = static_cast<std::size_t>(r);
       INFO("rank " << r << " of " << ranks << ", eta " << eta);

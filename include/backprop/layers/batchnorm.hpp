@@ -279,7 +279,7 @@ class BatchNormLayer
     }
     // dx needs the sums over the whole (global) mini-batch; the parameters' gradients
     // stay this process's own.
-    Vector global_dgamma, global_dbeta;
+    Vector sum_dbeta = dbeta, sum_dgamma = dgamma;
     if (ws.sync != nullptr) {
       std::array<double, 2 * C> sums;
       for (int c = 0; c < C; ++c) {
@@ -287,15 +287,11 @@ class BatchNormLayer
         sums[static_cast<std::size_t>(C + c)] = static_cast<double>(dgamma(c));
       }
       ws.sync->sum(std::span<double>(sums));
-      global_dbeta.resize(C);
-      global_dgamma.resize(C);
       for (int c = 0; c < C; ++c) {
-        global_dbeta(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(c)]);
-        global_dgamma(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(C + c)]);
+        sum_dbeta(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(c)]);
+        sum_dgamma(c) = static_cast<Scalar>(sums[static_cast<std::size_t>(C + c)]);
       }
     }
-    const Vector& sum_dbeta = ws.sync != nullptr ? global_dbeta : dbeta;
-    const Vector& sum_dgamma = ws.sync != nullptr ? global_dgamma : dgamma;
     if (dx != nullptr) {
       dx->resize(inputs, m);
       for (int c = 0; c < C && m > 0; ++c) {

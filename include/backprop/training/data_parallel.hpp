@@ -232,6 +232,17 @@ struct DataParallel : Trainer<Net> {
                            what);
   }
 
+  /// Every rank ends with rank 0's values: `copy(buffer, true)` packs a rank's values into
+  /// the zeroed buffer (rank 0 only), the exchange sums it, and `copy(buffer, false)`
+  /// unpacks rank 0's values on every rank.
+  template <class T, class Ex, class Copy>
+  static void take_from_rank0(Ex& ex, std::size_t size, Copy copy) {
+    std::vector<T> values(size, T(0));
+    if (ex.rank() == 0) copy(values.data(), true);
+    ex.sum(std::span<T>(values));
+    copy(values.data(), false);
+  }
+
   /// The start of a data-parallel `sgd`: validates locally, checks that all processes
   /// agree, then copies process 0's parameters to all. Returns the global training
   /// set size.
@@ -355,50 +366,42 @@ struct DataParallel : Trainer<Net> {
                        "] (the training set size over all ranks), got " +
                        std::to_string(o.mini_batch_size));
     }
-    // Every process starts from process 0's parameters.
-    std::vector<Scalar> params(static_cast<std::size_t>(Net::parameter_count()), Scalar(0));
-    if (r == 0) {
-      for_each_index<num_layers>([&](auto i) {
-        const auto& p = net.template layer<i>();
-        Scalar* out = params.data() + parameter_offset<i>();
-        Eigen::Map<Matrix>(out, p.weights().rows(), p.weights().cols()) = p.weights();
-        Eigen::Map<Matrix>(out + p.weights().size(), p.biases().rows(), p.biases().cols()) =
-            p.biases();
-      });
-    }
-    ex.sum(std::span<Scalar>(params));
-    for_each_index<num_layers>([&](auto i) {
-      auto& p = net.template layer<i>();
-      const Scalar* in = params.data() + parameter_offset<i>();
-      p.weights() = Eigen::Map<const Matrix>(in, p.weights().rows(), p.weights().cols());
-      p.biases() =
-          Eigen::Map<const Matrix>(in + p.weights().size(), p.biases().rows(), p.biases().cols());
-    });
-    // And process 0's layer state (BatchNorm's running statistics), if any.
-    Eigen::Index state_size = 0;
+    // Every process starts from process 0's parameters and layer state (BatchNorm's
+    // running statistics, if any).
+    take_from_rank0<Scalar>(
+        ex, static_cast<std::size_t>(Net::parameter_count()), [&](Scalar* v, bool pack) {
+          for_each_index<num_layers>([&](auto i) {
+            auto& p = net.template layer<i>();
+            Scalar* at = v + parameter_offset<i>();
+            Eigen::Map<Matrix> w(at, p.weights().rows(), p.weights().cols());
+            Eigen::Map<Matrix> b(at + p.weights().size(), p.biases().rows(), p.biases().cols());
+            if (pack) {
+              w = p.weights();
+              b = p.biases();
+            } else {
+              p.weights() = w;
+              p.biases() = b;
+            }
+          });
+        });
+    std::size_t state_size = 0;
     for_each_index<num_layers>([&](auto i) {
       if constexpr (has_state<i>) state_size += LayerAt<i>::state_rows;
     });
     if (state_size > 0) {
-      std::vector<double> state(static_cast<std::size_t>(state_size), 0.0);
-      Eigen::Index at = 0;
-      for_each_index<num_layers>([&](auto i) {
-        if constexpr (has_state<i>) {
-          auto& p = net.template layer<i>();
-          for (Eigen::Index k = 0; k < LayerAt<i>::state_rows; ++k, ++at) {
-            if (r == 0) state[static_cast<std::size_t>(at)] = static_cast<double>(p.state()(k));
+      take_from_rank0<Scalar>(ex, state_size, [&](Scalar* v, bool pack) {
+        for_each_index<num_layers>([&](auto i) {
+          if constexpr (has_state<i>) {
+            Eigen::Map<Matrix> s(v, LayerAt<i>::state_rows, 1);
+            auto& state = net.template layer<i>().state();
+            if (pack) {
+              s = state;
+            } else {
+              state = s;
+            }
+            v += LayerAt<i>::state_rows;
           }
-        }
-      });
-      ex.sum(std::span<double>(state));
-      at = 0;
-      for_each_index<num_layers>([&](auto i) {
-        if constexpr (has_state<i>) {
-          auto& p = net.template layer<i>();
-          for (Eigen::Index k = 0; k < LayerAt<i>::state_rows; ++k, ++at) {
-            p.state()(k) = static_cast<Scalar>(state[static_cast<std::size_t>(at)]);
-          }
-        }
+        });
       });
     }
     return n_total;
