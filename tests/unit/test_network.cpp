@@ -284,6 +284,72 @@ TEMPLATE_TEST_CASE("backprop(x, y) equals the seed's formulas for sparse and den
       bp::BasicNetwork<TestType, Dense<101, 100, Sigmoid>, Dense<100, 3, Sigmoid>>>(46);
 }
 
+TEMPLATE_TEST_CASE("feedforward over sparse and dense inputs equals the dense products",
+                   "[network][forward][sparse]", float, double) {
+  using T = TestType;
+  // Wide layers of at least 64 inputs take the sparse paths when at most half of their
+  // inputs are nonzero: the first layer on mostly-zero inputs, the third on ReLU's
+  // zeros; 130 outputs are more than the per-sample kernels take.
+  using Net = bp::BasicNetwork<T, bp::Dense<200, 40, bp::ReLU>, bp::Dense<40, 130, bp::ReLU>,
+                               bp::Dense<130, 70, bp::ReLU>, bp::Dense<70, 5, bp::Sigmoid>>;
+  Net net{7, bp::Init::xavier};
+  Mat<T> X = bptest::random_matrix<T>(200, 37, 8, -1.0, 1.0);
+  const Mat<T> keep = bptest::random_matrix<T>(200, 37, 9, 0.0, 1.0);
+  for (Eigen::Index j = 0; j < X.cols(); ++j) {
+    const double nonzero = j % 3 == 0 ? 0.9 : 0.15;  // every third column dense
+    for (Eigen::Index i = 0; i < X.rows(); ++i) {
+      if (keep(i, j) > nonzero) X(i, j) = T(0);
+    }
+  }
+  const Mat<T> sparse_only = X(Eigen::all, Eigen::seq(1, Eigen::last, 3));
+  // The reference: each layer in double, all products dense.
+  auto reference = [&](const Eigen::MatrixXd& in) {
+    Eigen::MatrixXd a = in;
+    bp::detail::for_each_index<Net::num_layers>([&](auto i) {
+      const auto& l = net.template layer<i>();
+      Eigen::MatrixXd z = l.weights().template cast<double>() * a;
+      z.colwise() += l.biases().template cast<double>();
+      if constexpr (i + 1 < Net::num_layers) {
+        a = z.cwiseMax(0.0);
+      } else {
+        a = (1.0 / (1.0 + (-z.array()).exp())).matrix();
+      }
+    });
+    return a;
+  };
+  const Eigen::MatrixXd want = reference(X.template cast<double>());
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+  auto close = [&](const auto& got, const Eigen::MatrixXd& expected) {
+    REQUIRE(got.rows() == expected.rows());
+    REQUIRE(got.cols() == expected.cols());
+    return (got.template cast<double>() - expected).cwiseAbs().maxCoeff() <= tol;
+  };
+  CHECK(close(net.feedforward(X), want));
+  CHECK(close(net.feedforward(sparse_only), reference(sparse_only.template cast<double>())));
+  CHECK(close(net.feedforward(X.middleCols(5, 20)), want.middleCols(5, 20)));
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = X;
+  CHECK(close(net.feedforward(row_major), want));
+  CHECK(close(net.feedforward(X * T(1)), want));
+  for (Eigen::Index j = 0; j < X.cols(); ++j) {
+    INFO("column " << j);
+    CHECK(close(net.feedforward(X.col(j)), want.col(j)));
+    CHECK(close(net.feedforward(Eigen::Matrix<T, Eigen::Dynamic, 1>(X.col(j))), want.col(j)));
+  }
+  // NaN and Inf count as nonzero: every output of their own column, and only of it.
+  bp::BasicNetwork<T, bp::Dense<200, 40, bp::Identity>> first{3};
+  Mat<T> bad = sparse_only.leftCols(4);
+  bad(3, 1) = std::numeric_limits<T>::quiet_NaN();
+  bad(150, 2) = std::numeric_limits<T>::infinity();
+  const Mat<T> out = first.feedforward(bad);
+  CHECK(out.col(0).allFinite());
+  CHECK(out.col(1).array().isNaN().all());
+  CHECK(out.col(2).array().isInf().all());
+  CHECK(out.col(3).allFinite());
+  CHECK(first.feedforward(bad.col(1)).array().isNaN().all());
+  CHECK(first.feedforward(bad.col(2)).array().isInf().all());
+  CHECK(first.feedforward(bad.col(3)).allFinite());
+}
+
 TEST_CASE("The gradient checker detects a wrong gradient", "[grad]") {
   using Net = bp::BasicNetwork<double, bp::Dense<3, 4, WrongTanh>, bp::Dense<4, 2, bp::Sigmoid>>;
   Net net{5};
