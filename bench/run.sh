@@ -142,6 +142,27 @@ np_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
   [[ -n "${!v:-}" ]] && say "note: $v=${!v} is set; unset for the numpy peers only (libtorch also uses OpenBLAS and keeps it)"
 done
+# Debian 12's OpenBLAS (0.3.21) does not recognise some newer CPUs (an Intel Xeon guest
+# here) and falls back to its Prescott (SSE3) kernels, a quarter of its speed: the
+# OpenBLAS peers (libtorch, numpy) then get the kernels the CPU can run.
+if [[ -z "${OPENBLAS_CORETYPE:-}" ]]; then
+  blas_arch=$("$python" -c 'import threadpoolctl, numpy
+print(next((i.get("architecture", "") for i in threadpoolctl.threadpool_info()
+            if i.get("internal_api") == "openblas"), ""))' 2>/dev/null || true)
+  blas_fix=""
+  if [[ "$blas_arch" == Prescott ]]; then
+    if grep -qw avx512f /proc/cpuinfo; then
+      blas_fix=SkylakeX
+    elif grep -qw avx2 /proc/cpuinfo; then
+      blas_fix=Haswell
+    fi
+  fi
+  if [[ -n "$blas_fix" ]]; then
+    say "OpenBLAS detects this CPU as $blas_arch: OPENBLAS_CORETYPE=$blas_fix for libtorch and numpy"
+    export OPENBLAS_CORETYPE=$blas_fix
+    np_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE="$blas_fix")
+  fi
+fi
 
 # ---- equivalence check: every peer from the same weights must reach the same cost ----
 say "equivalence check"
@@ -175,7 +196,7 @@ for t in ${threads//,/ }; do
     say "tiny-dnn: skipped for $t threads (not built, or its pool size is fixed to nproc)"
   fi
   if "$python" -c 'import numpy' 2>/dev/null; then
-    say "threads=$t: numpy (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)"
+    say "threads=$t: numpy"
     "${np_env[@]}" "$python" "$root/bench/numpy_seed.py" --threads "$t" "${common[@]}" \
       "${peak[@]}" --seed-limit "$seed_limit" --json "$out/numpy_t$t.json"
   else
