@@ -6,8 +6,14 @@
 //                  [--limit W4=12800] [--check] [--peak] [--json FILE]
 //   bench_backprop --write-data FILE [--samples N] [--mnist DIR]
 #include <Eigen/Core>
+#include <array>
 #include <backprop/backprop.hpp>
+#include <barrier>
+#include <exception>
 #include <numeric>
+#include <span>
+#include <thread>
+#include <vector>
 
 #include "common.hpp"
 #include "mnist_data.hpp"
@@ -51,6 +57,40 @@ bp::Dataset<float> to_dataset(const bench::Data& d, std::int64_t n) {
   ds.targets = bp::one_hot<float>(ds.labels, 10);
   return ds;
 }
+
+/// The GradientExchange of docs/examples/data_parallel_threads.cpp: ranks are threads
+/// of this process, summing through shared memory in rank order.
+class ThreadExchange {
+ public:
+  struct Shared {
+    explicit Shared(int n) : barrier(n), parts(static_cast<std::size_t>(n)) {}
+    std::barrier<> barrier;
+    std::vector<const void*> parts;
+  };
+  ThreadExchange(int rank, Shared& shared) : m_rank(rank), m_shared(shared) {}
+  [[nodiscard]] int rank() const { return m_rank; }
+  [[nodiscard]] int size() const { return static_cast<int>(m_shared.parts.size()); }
+  void sum(std::span<float> values) { sum_impl(values); }
+  void sum(std::span<double> values) { sum_impl(values); }
+
+ private:
+  template <class T>
+  void sum_impl(std::span<T> values) {
+    m_shared.parts[static_cast<std::size_t>(m_rank)] = values.data();
+    m_shared.barrier.arrive_and_wait();
+    m_total.assign(values.size(), T(0));
+    for (const void* part : m_shared.parts) {
+      const T* p = static_cast<const T*>(part);
+      for (std::size_t i = 0; i < values.size(); ++i) m_total[i] += p[i];
+    }
+    m_shared.barrier.arrive_and_wait();
+    std::copy(m_total.begin(), m_total.end(), values.begin());
+  }
+  int m_rank;
+  Shared& m_shared;
+  std::vector<double> m_total;
+};
+static_assert(bp::GradientExchange<ThreadExchange>);
 
 /// One epoch of net.sgd() (shuffle + gather + update_mini_batch), the user's path;
 /// also update_mini_batch on contiguous columns (no shuffle, no gather) for comparison.
@@ -131,6 +171,46 @@ void train_workload(const bench::Workload& w, const bench::Options& o,
     return timer.stop();
   });
   report.add(g);
+
+  if (o.threads > 1 && w.id == "W7") {
+    // Data-parallel sgd over o.threads ranks that are threads of this process (one
+    // Eigen thread each): every rank computes its share of each mini-batch, one
+    // exchange per step sums the gradients. Only W7: with this simple exchange (two
+    // barriers and a full sum on every rank per step) the small networks' steps are
+    // slower this way (docs/performance.md).
+    bench::Record tr{w.id, "train_thread_ranks", n, bench::training_flops(w),
+                     "data-parallel sgd, one rank per thread (replicated data)"};
+    const int ranks = o.threads;
+    std::vector<std::unique_ptr<Net>> nets;
+    for (int r = 0; r < ranks; ++r) nets.push_back(std::make_unique<Net>(1));
+    bench::repeat(tr, o.runs, [&] {
+      for (auto& net_r : nets) set_parameters(*net_r, init);
+      Eigen::setNbThreads(1);
+      ThreadExchange::Shared shared(ranks);
+      std::vector<std::exception_ptr> failed(static_cast<std::size_t>(ranks));
+      bench::Timer timer;
+      auto run = [&](int r) {
+        try {
+          ThreadExchange ex(r, shared);
+          nets[static_cast<std::size_t>(r)]->template sgd<Cost>(
+              ds, options, nullptr, bp::PlainSgd{}, ex, bp::DataLayout::replicated);
+        } catch (...) {
+          failed[static_cast<std::size_t>(r)] = std::current_exception();
+        }
+      };
+      std::vector<std::thread> others;
+      for (int r = 1; r < ranks; ++r) others.emplace_back(run, r);
+      run(0);
+      for (auto& t : others) t.join();
+      const double seconds = timer.stop();
+      Eigen::setNbThreads(o.threads);
+      for (const auto& e : failed) {
+        if (e) std::rethrow_exception(e);
+      }
+      return seconds;
+    });
+    report.add(tr);
+  }
 }
 
 /// Trains `n` samples in order from the shared weights; the cost on the first 1000 is

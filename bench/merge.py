@@ -258,6 +258,11 @@ def main():
                         f"### {t} thread{plural}: backprop net.sgd() vs a user's loop that "
                         "shuffles, copies each batch's columns and calls update_mini_batch\n",
                         "| workload | sgd() | update_mini_batch loop | ratio |")
+        kind_pair_table(t, ("W7",), "train_thread_ranks",
+                        f"### {t} thread{plural}: backprop net.sgd() on Eigen's threads vs "
+                        "data-parallel sgd with one rank per thread (each rank a share of "
+                        "every mini-batch)\n",
+                        "| workload | sgd() | thread ranks | ratio |")
 
     limited = sorted({(k[1], k[2], k[3], rec["samples"]) for k, rec in idx.items()
                       if rec["kind"] in ("train", "backprop") and rec["samples"] < args.full_samples})
