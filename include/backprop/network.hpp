@@ -149,7 +149,9 @@ class BasicNetwork : public ModelFiles<BasicNetwork<Scalar_, Layers...>> {
   }
 
   /// \brief Output activations for one sample (column vector) or many (one
-  /// column each). Thread-safe: touches no shared state.
+  /// column each). Thread-safe: touches no shared state. A large batch is computed
+  /// in blocks of samples (at most 4096; fewer when a layer is wide), so the memory it
+  /// takes beyond the result stays near 16 MB per layer.
   /// \param x `inputs` rows; a vector or a matrix expression.
   /// \returns `outputs` rows, as many columns as `x`.
   /// \throws ShapeError (a `std::invalid_argument`) if `x` has the wrong row count.
@@ -162,7 +164,16 @@ class BasicNetwork : public ModelFiles<BasicNetwork<Scalar_, Layers...>> {
     if constexpr (Derived::ColsAtCompileTime == 1) {
       return forward_vector<0>(x.derived());
     } else {
-      return forward_matrix<0>(x.derived());
+      // In blocks of inference_chunk samples, as evaluate and predict: the layers'
+      // intermediate outputs stay within about 16 MB whatever the batch.
+      constexpr Eigen::Index chunk = inference_chunk;
+      if (x.cols() <= chunk) return forward_matrix<0>(x.derived());
+      Matrix out(outputs, x.cols());
+      for (Eigen::Index first = 0; first < x.cols(); first += chunk) {
+        const Eigen::Index n = std::min(chunk, x.cols() - first);
+        out.middleCols(first, n) = forward_matrix<0>(x.derived().middleCols(first, n));
+      }
+      return out;
     }
   }
 

@@ -350,6 +350,26 @@ TEMPLATE_TEST_CASE("feedforward over sparse and dense inputs equals the dense pr
   CHECK(first.feedforward(bad.col(3)).allFinite());
 }
 
+TEST_CASE("feedforward of a batch larger than one inference block equals its columns",
+          "[network][forward]") {
+  // A 20,000-wide layer: feedforward works through 209 samples at a time.
+  using Net =
+      bp::BasicNetwork<double, bp::Dense<3, 20000, bp::Tanh>, bp::Dense<20000, 4, bp::Sigmoid>>;
+  Net net{11, bp::Init::xavier};
+  const Mat<double> X = bptest::random_matrix<double>(3, 450, 12, -1.0, 1.0);
+  const Mat<double> out = net.feedforward(X);
+  REQUIRE(out.rows() == 4);
+  REQUIRE(out.cols() == 450);
+  double worst = 0.0;
+  for (Eigen::Index j = 0; j < X.cols(); ++j) {
+    worst = std::max(worst, (out.col(j) - net.feedforward(X.col(j))).cwiseAbs().maxCoeff());
+  }
+  CHECK(worst <= 1e-12);
+  CHECK(
+      (net.feedforward(X.middleCols(100, 300)) - out.middleCols(100, 300)).cwiseAbs().maxCoeff() <=
+      1e-12);
+}
+
 TEST_CASE("The gradient checker detects a wrong gradient", "[grad]") {
   using Net = bp::BasicNetwork<double, bp::Dense<3, 4, WrongTanh>, bp::Dense<4, 2, bp::Sigmoid>>;
   Net net{5};
