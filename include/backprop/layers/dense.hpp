@@ -187,19 +187,25 @@ class DenseLayer
   bool sparse_forward_sample(const X& x, detail::SmallVector<Scalar, Out>& z) const {
     if constexpr (sample_kernels && In >= 64) {
       const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> column(x);
-      std::array<std::uint16_t, In + 16> rows;
-      std::array<Scalar, In + 16> values;
-      const std::size_t nonzero =
-          detail::compress_nonzeros(column.data(), In, rows.data(), values.data());
-      if (2 * nonzero > std::size_t{In}) return false;
-      detail::sparse_column_sum<Out>(m_weights.data(), m_biases.data(), rows.data(), values.data(),
-                                     0, nonzero, z.data());
-      return true;
+      return sparse_column_z(column.data(), std::size_t{In} / 2, z.data());
     } else {
       (void)x;
       (void)z;
       return false;
     }
+  }
+
+  /// z = W x + b (Out values) over the nonzero values of the contiguous column x[0, In)
+  /// (NaN and Inf count as nonzero), if there are at most `max_nonzero` of them; returns
+  /// false (z untouched) otherwise. For sample_kernels layers.
+  bool sparse_column_z(const Scalar* x, std::size_t max_nonzero, Scalar* z) const {
+    std::array<std::uint16_t, In + 16> rows;
+    std::array<Scalar, In + 16> values;
+    const std::size_t nonzero = detail::compress_nonzeros(x, In, rows.data(), values.data());
+    if (nonzero > max_nonzero) return false;
+    detail::sparse_column_sum<Out>(m_weights.data(), m_biases.data(), rows.data(), values.data(), 0,
+                                   nonzero, z);
+    return true;
   }
 
   // ---- training, batched ----
@@ -413,13 +419,8 @@ class DenseLayer
     auto& z = s.z;
     if constexpr (First && sample_kernels) {
       // Only the weight columns of nonzero inputs (MNIST: 19% of the pixels).
-      std::array<std::uint16_t, In + 16> rows;
-      std::array<Scalar, In + 16> values;
-      const std::size_t nonzero =
-          detail::compress_nonzeros(x.data(), In, rows.data(), values.data());
       z.resize(Out);
-      detail::sparse_column_sum<Out>(m_weights.data(), m_biases.data(), rows.data(), values.data(),
-                                     0, nonzero, z.data());
+      sparse_column_z(x.data(), std::size_t{In}, z.data());
     } else {
       if constexpr (small_sample_layer && !First) {
         z.noalias() = fixed_weights().lazyProduct(x);
